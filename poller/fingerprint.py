@@ -1,0 +1,468 @@
+"""Incident fingerprints: an error message reduced to a template, hashed with service, resource and code.
+
+``template(message)`` replaces what varies between repeats of one cause with placeholders (Sentry's
+parameterisation, DESIGN §3, field-anchors §5) and keeps what tells causes apart:
+
+* replaced — ``<guid> <ts> <date> <time> <duration> <cluster_id> <ip> <email> <hex> <num>``; a URL's path
+  and query (``https://api.contoso.com/<url>``: the host stays, it says which API); SAS query strings
+  (``<sas>``); tokens, passwords, keys and URL credentials (``<secret>``); throw-away local paths such as
+  ``/tmp/...`` and ``/local_disk0/...`` (``<path>``); quoted data values in value contexts
+  (``converting value '<value>'``, ``Truncated value: '<value>'``, ``duplicate key value is (<value>)``).
+* kept — storage paths (``abfss://``, ``wasbs://``, ``dbfs:/``, ``/mnt``, blob and dfs URLs): account,
+  container, folders and file names say which feed failed, so only their dates, numbers and ids go
+  (``landing/orders/<date>/orders_<date>.csv``); host names; quoted, bracketed and backticked names after a
+  naming word (tables, columns, objects, constraints, linked services, activities, parameters, modules,
+  types); notebook paths; SQL error numbers, states and classes; HTTP status, exit and error codes;
+  exception types and error codes; numbers glued into identifiers (``Sales2024``, ``data1``) and versions
+  (``1.13.1``).
+
+The rules are module-level data, run in order, one ``re.sub`` pass each, skipped when a cheap substring
+test says they cannot match. Patterns open with a character class (a lookbehind after the first
+character) so that the regex engine skips ahead to candidates. A replaced or protected span becomes one
+private-use character, so later rules never see into it; the last pass renders the placeholders and lists
+the replacements in text order. Secrets are listed as ``[redacted]``, never with their value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from poller.models import Failure
+
+#: Bump when a rule change regroups incidents; it is part of every hash.
+FINGERPRINT_VERSION = "fp1"
+#: Longer messages keep their head and tail (a Python traceback ends with its exception).
+MAX_INPUT_CHARS = 4096
+HEAD_CHARS = 3072
+TAIL_CHARS = MAX_INPUT_CHARS - HEAD_CHARS
+ELISION = "\n[…]\n"
+REDACTED = "[redacted]"
+KEEP = "keep"
+SECRET_KINDS = frozenset({"secret", "sas"})
+
+#: A quoted or bracketed name is kept when one of these words (optionally + " name") stands before it.
+NAME_CONTEXT_WORDS = (
+    "column", "columns", "table", "view", "object", "schema", "database", "catalog", "constraint", "index",
+    "procedure", "function", "parameter", "field", "property", "attribute", "linked service",
+    "linkedservice", "dataset", "data flow", "dataflow", "activity", "pipeline", "notebook", "task",
+    "trigger", "module", "package", "library", "container", "file system", "filesystem", "variable", "key",
+    "sheet", "collection", "topic", "queue", "scope", "type", "name", "alias", "role", "user", "login",
+    "server", "keyerror",
+)
+_NAME_SUFFIXES = tuple(word + tail for word in NAME_CONTEXT_WORDS for tail in ("", " name", " names", " named"))
+#: A number is kept as a code when its text ends (lower-cased) with one of these ...
+CODE_CONTEXT_EXACT = (
+    "number=", "class=", "state=", "errno=", "msg ", "level ", "state ", "error ", "errno ", "hresult=",
+)
+#: ... or, once quotes, blanks, ``=``, ``:`` and ``-`` are stripped, with one of these.
+CODE_CONTEXT_LOOSE = ("code", "status", "http", "http/1.0", "http/1.1", "http/2", "errornumber", "error number")
+#: A three-digit number followed by one of these is an HTTP status.
+HTTP_REASONS = (
+    "Bad Request", "Unauthorized", "Forbidden", "Not Found", "Method Not Allowed", "Conflict", "Gone",
+    "Too Many Requests", "Internal Server Error", "Not Implemented", "Bad Gateway", "Service Unavailable",
+    "Gateway Timeout",
+)
+
+_TOKEN_BASE = 0xF0000
+_TOKEN = re.compile("[\U000f0000-\U000ffffd]")
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+_DIGIT = re.compile(r"\d", re.ASCII)
+_STORAGE_SCHEMES = frozenset({"abfs", "abfss", "wasb", "wasbs", "adl", "s3", "s3a", "gs"})
+_STORAGE_HOST = re.compile(r"\.(?:blob|dfs|file|queue|table)\.core\.(?:windows\.net|chinacloudapi\.cn)$", re.I)
+_IPV4_HOST = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?", re.ASCII)
+_SAS_QUERY = re.compile(r"(?:^|[?&])(?:sig|sv|se)=", re.I)
+_SECRET_QUERY = re.compile(
+    r"((?:^|[?&#])(?:code|sig|key|token|access_token|api[_-]?key|password|pwd|secret|client_secret)=)[^&#]*",
+    re.I,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A message with its variable parts replaced; ``replaced`` lists (kind, original) in text order."""
+
+    text: str
+    replaced: list[tuple[str, str]] = field(default_factory=list, hash=False)
+    raw: str = ""
+    truncated: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """How many of each placeholder kind were replaced (Sentry emits these as metrics)."""
+        return dict(Counter(kind for kind, _ in self.replaced))
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """The incident grouping key of a failure: ``value`` is the hex SHA-256 of ``canonical_key(...)``."""
+
+    value: str
+    template: Template
+    resource: str
+    scope: str = ""
+    version: str = FINGERPRINT_VERSION
+
+
+class _Tokens:
+    """Replaced and protected spans of one message, each standing in the text as one private-use char."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str]] = []
+
+    def token(self, kind: str, original: str) -> str:
+        self.entries.append((kind, original))
+        return chr(_TOKEN_BASE + len(self.entries) - 1)
+
+
+Handler = Callable[[re.Match[str], _Tokens], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Replace each match (or only its ``v`` group) by a ``kind`` token; ``kind == KEEP`` protects it.
+
+    An empty ``kind`` takes it from the matching alternative's group name (``ts__iso`` → ``ts``).
+    ``needs``: lower-case substrings of which one must occur for the rule to run (empty: always);
+    ``digits``: the rule runs only when the message holds a digit; ``handler`` decides per match.
+    """
+
+    kind: str
+    pattern: re.Pattern[str]
+    needs: tuple[str, ...] = ()
+    digits: bool = False
+    handler: Handler | None = None
+
+
+def _rule(kind: str, regex: str, *needs: str, digits: bool = False, flags: int = 0,
+          handler: Handler | None = None) -> Rule:
+    return Rule(kind, re.compile(regex, flags | re.ASCII), tuple(needs), digits, handler)
+
+
+def _forms(*forms: tuple[str, str]) -> str:
+    """Alternatives named ``<kind>__<n>``, so a match says which kind it is."""
+    return "|".join(f"(?P<{kind}__{n}>{regex})" for n, (kind, regex) in enumerate(forms))
+
+
+def _url(match: re.Match[str], tokens: _Tokens) -> str:
+    """Scheme and host stay; credentials go; a storage path stays (templated later); other paths go."""
+    scheme, userinfo, host, rest = match.group("scheme", "userinfo", "host", "rest")
+    storage = scheme[:-3].lower() in _STORAGE_SCHEMES or _STORAGE_HOST.search(host) is not None
+    out = scheme
+    if userinfo:
+        # In abfss://container@account... the user part is the container, a name; elsewhere a credential.
+        out += (userinfo if storage else tokens.token("secret", userinfo)) + "@"
+    out += tokens.token("ip", host) if _IPV4_HOST.fullmatch(host) else tokens.token(KEEP, host)
+    rest = rest or ""
+    stripped = rest.rstrip(".,;:!)]}")
+    path, _, query = stripped.partition("?")
+    if storage:
+        out += path + ("?" + tokens.token("sas" if _SAS_QUERY.search(query) else "url", query) if query else "")
+    elif len(stripped) > 1:
+        out += stripped[0] + tokens.token("url", stripped[1:])
+    else:
+        out += stripped
+    return out + rest[len(stripped):]
+
+
+def _quoted_name(match: re.Match[str], tokens: _Tokens) -> str:
+    """Protect a quoted name that follows a naming word (``column name 'x'``); leave other quotes alone."""
+    start = match.start()
+    head = match.string[max(0, start - 40):start].rstrip(" :=").lower()
+    return tokens.token(KEEP, match.group()) if head.endswith(_NAME_SUFFIXES) else match.group()
+
+
+def _hex_or_num(match: re.Match[str], tokens: _Tokens) -> str:
+    """A number (unless glued to a name, a version or a code context) or a long hex id."""
+    text, start, end = match.string, match.start(), match.end()
+    found = match.group()
+    if found.replace(".", "", 1).isdigit():
+        glued = start > 0 and text[start - 1] in "_." or text[end:end + 1] == "." and text[end + 1:end + 2].isalnum()
+        return found if glued or _is_code(text, start, end) else tokens.token("num", found)
+    if found[:2] in ("0x", "0X") or (
+        len(found) >= 8 and (found.islower() or found.isupper()) and any(c.isdigit() for c in found)
+    ):
+        return tokens.token("hex", found)
+    return found
+
+
+def _is_code(text: str, start: int, end: int) -> bool:
+    head = text[max(0, start - 24):start].lower()
+    if head.endswith(CODE_CONTEXT_EXACT) or head.rstrip(" '\"=:-").endswith(CODE_CONTEXT_LOOSE):
+        return True
+    return end - start == 3 and text[end:end + 26].lstrip(") -").startswith(HTTP_REASONS)
+
+
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}"
+_WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]{0,6}"
+_MONTH_NEEDLES = tuple(f" {month} " for month in "jan feb mar apr may jun jul aug sep oct nov dec".split())
+# Digit forms are written after a run's first digit (``_FIRST_DIGIT``); a lookbehind then checks what it was.
+_FIRST_DIGIT = r"\d(?<!\d\d)"
+_YEAR = r"(?<=(?:19|20)\d\d)"
+_YMD = r"(?<=(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))"
+_UNITS = r"ms|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?"
+_TIME_FORMS = (
+    ("ts", r"\d{3}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:[.,]\d+)?(?:\s?(?:Z|UTC|GMT)|[+-]\d{2}:?\d{2})?"),
+    # 0_2020_11_09_11_43_32.avro
+    ("ts", r"\d{3}" + _YEAR + r"(?P<tsep>[/._-])\d{2}(?P=tsep)\d{2}[T _-]\d{2}[:._-]?\d{2}[:._-]?\d{2}(?:[.,]\d+)?Z?"),
+    ("ts", r"\d?/\d{1,2}/\d{2,4},?\s\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:\s?[AP]M)?"),
+    ("ts", r"\d?/" + _MONTH + r"/\d{4}:\d{2}:\d{2}:\d{2}(?:\s[+-]\d{4})?"),
+    # Compact stamps only inside names (orders_20261129T101530.csv); a bare 8-digit number is a <num>.
+    ("ts", r"(?<=[A-Za-z_]\d)\d{7}" + _YMD + r"T?\d{6}Z?|\d{7}" + _YMD + r"T?\d{6}Z?(?=[A-Za-z_])"),
+    ("time", r"(?<![:.]\d)\d?:\d{2}:\d{2}(?:[.,]\d{1,7})?(?:\s?[AP]M)?(?![0-9:])"),
+    ("date", r"\d{3}" + _YEAR + r"(?P<dsep>[/._-])\d{1,2}(?P=dsep)\d{1,2}(?!\d)"),
+    ("date", r"\d?(?P<dsep2>[/.-])\d{1,2}(?P=dsep2)\d{4}" + _YEAR + r"(?!\d)"),
+    ("date", r"(?<=[A-Za-z_]\d)\d{7}" + _YMD + r"(?!\d)|\d{7}" + _YMD + r"(?=[A-Za-z_])"),
+    ("date", r"\d?\s" + _MONTH + r"\s\d{4}(?!\d)"),
+    # Year and month alone, as in monthly partitions: landing/2026/11/.
+    ("date", r"\d{3}" + _YEAR + r"[/-](?:0[1-9]|1[0-2])(?![/.-]?\d)"),
+)
+_DIGIT_FORMS = (
+    ("cluster_id", r"(?<![A-Za-z-]\d)\d{3}-\d{6}-[a-z0-9]{5,12}(?![A-Za-z0-9-])"),
+    ("ip", r"(?<!\.\d)\d{0,2}(?:\.\d{1,3}){3}(?::\d{1,5})?(?!\.?\d)"),
+    *_TIME_FORMS,
+    ("duration", r"(?<![\w.]\d)\d*(?:\.\d+)?(?:\s?(?:" + _UNITS + r")|[smh])(?!\w)"),
+)
+
+_URL_RULE = _rule(
+    "url",
+    r"(?P<scheme>[A-Za-z](?<![\w.+-][A-Za-z])[A-Za-z0-9+.-]{1,15}://)(?:(?P<userinfo>[^\s/@'\"<>?#]+)@)?"
+    r"(?P<host>[^\s/?#'\"<>,;)\]]+)(?P<rest>[/?#][^\s'\"<>]*)?",
+    "://",
+    handler=_url,
+)
+_GUID_RULE = _rule(
+    "guid",
+    r"[0-9A-Fa-f](?<![0-9A-Fa-f][0-9A-Fa-f])[0-9A-Fa-f]{7}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
+    r"[0-9A-Fa-f]{12}(?![0-9A-Fa-f])",
+    "-",
+    digits=True,
+)
+_SECRET_KEYS = (
+    "accountkey", "account_key", "sharedaccess", "shared_access", "password", "passwd", "pwd", "secret",
+    "apikey", "api_key", "access_token", "accesstoken", "refresh_token", "token",
+)
+
+#: Before names are protected: what varies wherever it stands, inside names and paths too.
+EARLY_RULES: tuple[Rule, ...] = (
+    _URL_RULE,
+    _rule("sas", r"(?<![\w&=])(?P<v>(?:[a-z][a-z0-9_-]*=[^\s&'\"<>]*&)*sig=[^\s&'\"<>]*"
+          r"(?:&[a-z][a-z0-9_-]*=[^\s&'\"<>]*)*)", "sig=", flags=re.I),
+    _rule("sas", r"(?<![\w&=])(?P<v>sv=\d{4}-\d{2}-\d{2}(?:&[a-z][a-z0-9_-]*=[^\s&'\"<>]*)*)", "sv=",
+          flags=re.I),
+    _rule("secret", r"(?<![\w-])(?:account_?key|shared_?access_?key|sharedaccesssignature|password|passwd|pwd"
+          r"|client_?secret|api_?key|access_?token|refresh_?token)=(?P<v>[^\s;&'\",]+)", *_SECRET_KEYS,
+          flags=re.I),
+    _rule("secret", r"\"(?:password|pwd|secret|client_?secret|api_?key|access_?token|token)\"\s*:\s*\""
+          r"(?P<v>[^\"]*)\"", *_SECRET_KEYS, flags=re.I),
+    _rule("secret", r"d(?<![A-Za-z0-9]d)api[0-9a-f]{32}(?:-\d+)?(?![A-Za-z0-9])", "dapi"),
+    _rule("secret", r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.?[A-Za-z0-9_-]*", "eyj"),
+    _rule("secret", r"\b(?:bearer|basic)\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})", "bearer ", "basic ", flags=re.I),
+    _GUID_RULE,
+    _rule("ip", r"(?<![\w:])(?=[0-9A-Fa-f:]*::|(?:[0-9A-Fa-f]{1,4}:){7})(?:[0-9A-Fa-f]{0,4}:){2,7}"
+          r"[0-9A-Fa-f]{0,4}(?![\w:])", "::"),
+    # A span after these words is a duration, not a time of day: "Timeout value of 00:05:00".
+    _rule("duration", r"\b(?:after|timeout(?: value)?(?: of)?|elapsed|duration|exceeded|within|waited)"
+          r"\s*[:=]?\s*(?P<v>\d+(?:\.\d+)?:\d{2}:\d{2}(?:\.\d+)?)", "after", "timeout", "elapsed", "duration",
+          "exceeded", "within", "waited", digits=True, flags=re.I),
+    _rule("", _forms(
+        ("ts", _WEEKDAY + r",?\s\d{1,2}\s" + _MONTH + r"\s\d{4}\s\d{2}:\d{2}:\d{2}(?:\s?(?:GMT|UTC|[+-]\d{4}))?"),
+        ("ts", _WEEKDAY + r"\s" + _MONTH + r"\s{1,2}\d{1,2}\s\d{2}:\d{2}:\d{2}(?:\s[A-Z]{3,4})?\s\d{4}"),
+        ("date", _MONTH + r"\s\d{1,2},?\s\d{4}"),
+    ), *_MONTH_NEEDLES, digits=True),
+    _rule("duration", r"P(?<![A-Za-z0-9]P)(?=\d|T\d)(?:\d+[YMWD])*(?:T(?:\d+(?:\.\d+)?[HMS])+)?(?![A-Za-z0-9])",
+          digits=True),
+    _rule("", _FIRST_DIGIT + "(?:" + _forms(*_DIGIT_FORMS) + ")", digits=True),
+)
+
+#: Names that tell causes apart: protected from the rules after them.
+KEEP_RULES: tuple[Rule, ...] = (
+    _rule(KEEP, r"`[^`\n]{1,256}`(?:\.`[^`\n]{1,256}`)*", "`"),
+    _rule(KEEP, r"'[^'\s](?:[^'\n]{0,198}[^'\s])?'|\"[^\"\s](?:[^\"\n]{0,198}[^\"\s])?\""
+          r"|\[[^\]\n]{1,200}\](?:\.\[[^\]\n]{1,200}\])*", "'", "\"", "[", handler=_quoted_name),
+    _rule(KEEP, r"Operation on target (?P<v>.+?) failed|Inner activity name: (?P<w>[^,]+), Error",
+          "operation on target", "inner activity"),
+    _rule(KEEP, r"/(?<![\w/.:]/)(?:Workspace/)?(?:Repos|Users|Shared)/[^\s'\",;)\]]+", "/repos/", "/users/",
+          "/shared/"),
+    _rule(KEEP, r"\bnotebook(?:[ _]?path)?\s*[:=]?\s*(?P<v>/[^\s'\",;)\]]+)", "notebook", flags=re.I),
+)
+
+#: After names are protected: data values and the remaining ids and numbers.
+LATE_RULES: tuple[Rule, ...] = (
+    _rule("value", r"[Vv](?<![\w][Vv])(?i:alues?)(?::\s*|\s+)'(?P<v>[^'\n]{0,256})'", "value"),
+    _rule("value", r"[Vv](?<![\w][Vv])(?i:alues?)(?::\s*|\s+)\"(?P<v>[^\"\n]{0,256})\"", "value"),
+    _rule("value", r"\bduplicate key value is \((?P<v>[^)\n]{0,256})\)", "duplicate key", flags=re.I),
+    _rule("value", r"(?:invalid literal for \w+\(\) with base \d+|could not convert string to \w+|time data"
+          r"|Unknown string format):? '(?P<v>[^'\n]{0,256})'", "literal", "convert string", "time data",
+          "unknown string"),
+    _rule("value", r"(?:For input string|Unparseable date|Cannot parse):? \"(?P<v>[^\"\n]{0,256})\"",
+          "input string", "unparseable", "cannot parse"),
+    _rule("email", r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", "@"),
+    _rule("path", r"/(?<![\w/.]/)(?:local_disk0|tmp|var/tmp|dev/shm)/[^\s'\",;)\]]*", "/local_disk0", "/tmp",
+          "/dev/shm"),
+    _rule("path", r"\b[A-Z]:\\(?:[^\s'\",;\\]+\\)*?(?:local\\)?Temp\\[^\s'\",;)\]]*", "\\temp\\", flags=re.I),
+    _rule("", r"[0-9A-Fa-f](?<![A-Za-z0-9][0-9A-Fa-f])(?:(?<=0)[xX][0-9A-Fa-f]+|[0-9A-Fa-f]{7,127}"
+          r"|(?<=\d)\d*(?:\.\d+)?)(?![A-Za-z0-9_])", digits=True, handler=_hex_or_num),
+)
+
+RULES: tuple[Rule, ...] = EARLY_RULES + KEEP_RULES + LATE_RULES
+
+#: Resource names keep their words; only run-specific parts go: job-<job id>-run-<num>, GUIDs, stamps.
+RESOURCE_RULES: tuple[Rule, ...] = (
+    _rule("num", r"\bjob-\d+-run-(?P<v>\d+)", "job-", digits=True),
+    _GUID_RULE,
+    _rule("", _FIRST_DIGIT + "(?:" + _forms(*_TIME_FORMS, ("num", r"\d{7,}(?!\d)")) + ")", digits=True),
+)
+
+_PLACEHOLDERS = {kind: f"<{kind}>" for kind in (
+    "guid", "ts", "date", "time", "duration", "cluster_id", "ip", "email", "hex", "num", "url", "sas",
+    "secret", "path", "value",
+)}
+
+
+def template(message: str) -> Template:
+    """The message with GUIDs, times, ids, numbers, URLs, secrets and data values replaced by placeholders."""
+    text, truncated = _cap(message)
+    return Template(*_run(_normalise(text), RULES), raw=message, truncated=truncated)
+
+
+def resource_template(resource: str) -> str:
+    """A resource name stable across runs: GUIDs, stamps and run numbers (``job-7-run-<num>``) templated."""
+    text, _ = _run(" ".join(resource.split()), RESOURCE_RULES)
+    return text
+
+
+def canonical_key(service: str, resource: str, scope: str, error_code: str, template_text: str) -> str:
+    """What is hashed: JSON with explicit keys, so no two ways of splitting the same characters collide."""
+    parts = {
+        "version": FINGERPRINT_VERSION,
+        "service": service,
+        "resource": resource,
+        "scope": scope,
+        "error_code": error_code,
+        "template": template_text,
+    }
+    return json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def fingerprint(failure: Failure) -> Fingerprint:
+    """Service, stable resource, scope (a Databricks task key), error code and message template, hashed."""
+    tmpl = template(failure.error_message)
+    resource = resource_template(failure.resource)
+    scope = scope_of(failure)
+    service = failure.service.strip().lower()
+    key = canonical_key(service, resource, scope, failure.error_code.strip(), tmpl.text)
+    return Fingerprint(hashlib.sha256(key.encode("utf-8")).hexdigest(), tmpl, resource, scope)
+
+
+def scope_of(failure: Failure) -> str:
+    """The part of a resource that runs its own code: a Databricks task (``metadata["task_key"]``).
+
+    ADF activities are no scope: a pipeline-run row and its activity-run row carry the same cleaned
+    message and belong in one incident.
+    """
+    if failure.service.strip().lower() != "databricks":
+        return ""
+    task_key = failure.metadata.get("task_key")
+    return task_key.strip() if isinstance(task_key, str) else ""
+
+
+def _cap(text: str) -> tuple[str, bool]:
+    """Head and tail of an over-long message, cut at line (else word) ends so the seams move little."""
+    if len(text) <= MAX_INPUT_CHARS:
+        return text, False
+    return _cut_end(text[:HEAD_CHARS]) + ELISION + _cut_start(text[-TAIL_CHARS:]), True
+
+
+def _cut_end(head: str) -> str:
+    for separator in ("\n", " "):
+        cut = head.rfind(separator)
+        if cut > len(head) // 2:
+            return head[:cut]
+    return head
+
+
+def _cut_start(tail: str) -> str:
+    for separator in ("\n", " "):
+        cut = tail.find(separator)
+        if 0 <= cut < len(tail) // 2:
+            return tail[cut + 1:]
+    return tail
+
+
+def _normalise(text: str) -> str:
+    """Terminal escapes out, runs of blanks to one space, blank lines dropped; stray token chars defused."""
+    if "\x1b" in text:
+        text = _ANSI_ESCAPE.sub("", text)
+    if _TOKEN.search(text):
+        text = _TOKEN.sub("\ufffd", text)
+    if "\n" not in text and "\r" not in text:
+        return " ".join(text.split())
+    return "\n".join(joined for line in text.splitlines() if (joined := " ".join(line.split())))
+
+
+def _run(text: str, rules: tuple[Rule, ...]) -> tuple[str, list[tuple[str, str]]]:
+    lowered = f" {text.lower()} "
+    has_digit = _DIGIT.search(text) is not None
+    tokens = _Tokens()
+    for rule in rules:
+        if (rule.digits and not has_digit) or (rule.needs and not any(n in lowered for n in rule.needs)):
+            continue
+        text = rule.pattern.sub(_replacer(rule, tokens), text)
+    replaced: list[tuple[str, str]] = []
+    return _render(text, tokens.entries, replaced), replaced
+
+
+def _replacer(rule: Rule, tokens: _Tokens) -> Callable[[re.Match[str]], str]:
+    handler = rule.handler
+    if handler is not None:
+        return lambda match: handler(match, tokens)
+    groups = [name for name in ("v", "w") if name in rule.pattern.groupindex]
+    if not groups:
+        kind = rule.kind
+        if kind:
+            return lambda match: tokens.token(kind, match.group())
+        return lambda match: tokens.token(str(match.lastgroup).partition("__")[0], match.group())
+
+    def replace_group(match: re.Match[str]) -> str:
+        name = next((name for name in groups if match.start(name) >= 0), None)
+        whole = match.group()
+        if name is None:
+            return tokens.token(rule.kind, whole)
+        start, end = match.start(name) - match.start(), match.end(name) - match.start()
+        return whole[:start] + tokens.token(rule.kind, match.group(name)) + whole[end:]
+
+    return replace_group
+
+
+def _render(text: str, entries: list[tuple[str, str]], replaced: list[tuple[str, str]]) -> str:
+    """Placeholders for replaced tokens, the original for protected ones; ``replaced`` in text order."""
+
+    def render(match: re.Match[str]) -> str:
+        kind, original = entries[ord(match.group()) - _TOKEN_BASE]
+        if kind == KEEP:
+            return _render(original, entries, replaced) if _TOKEN.search(original) else original
+        replaced.append((kind, _recorded(kind, _expand(original, entries))))
+        return _PLACEHOLDERS[kind]
+
+    return _TOKEN.sub(render, text)
+
+
+def _expand(text: str, entries: list[tuple[str, str]]) -> str:
+    """The original text of a span that swallowed earlier tokens."""
+    if not _TOKEN.search(text):
+        return text
+    return _TOKEN.sub(lambda match: _expand(entries[ord(match.group()) - _TOKEN_BASE][1], entries), text)
+
+
+def _recorded(kind: str, original: str) -> str:
+    if kind in SECRET_KINDS:
+        return REDACTED
+    if kind == "url":
+        return _SECRET_QUERY.sub(lambda match: match.group(1) + REDACTED, original)
+    return original

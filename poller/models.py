@@ -1,0 +1,85 @@
+"""The records rca-poller works with: Failure (extracted), and the rows of the state store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Service(StrEnum):
+    ADF = "adf"
+    SYNAPSE = "synapse"
+    FUNCTIONS = "functions"
+    DATABRICKS = "databricks"
+
+
+class Kind(StrEnum):
+    PIPELINE_RUN = "pipeline_run"
+    ACTIVITY_RUN = "activity_run"
+    JOB_RUN = "job_run"
+    TASK_RUN = "task_run"
+    CLUSTER_EVENT = "cluster_event"
+    LIBRARY_INSTALL = "library_install"
+    EXCEPTION = "exception"
+
+
+FAILURE_FIELDS = (
+    "key", "source", "service", "kind", "resource", "resource_id", "run_id", "error_code",
+    "error_message", "failure_type", "occurred_at", "detected_at", "metadata",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed run, task, event or library install, as extracted (DESIGN §3)."""
+
+    key: str
+    service: str
+    kind: str
+    resource: str
+    error_message: str
+    occurred_at: datetime
+    resource_id: str = ""
+    run_id: str = ""
+    error_code: str = ""
+    failure_type: str = ""
+    source: str = ""
+    detected_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None
+
+    def stamped(self, source: str, detected_at: datetime) -> Failure:
+        """The same failure, attributed to a configured source at the tick's time."""
+        return dataclasses.replace(self, source=source, detected_at=detected_at)
+
+    def to_json(self, *, include_raw: bool = False) -> dict[str, Any]:
+        """The JSON object of DESIGN §5: Failure fields by name, times in ISO 8601 UTC."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in FAILURE_FIELDS}
+        out["occurred_at"] = iso(self.occurred_at)
+        out["detected_at"] = iso(self.detected_at) if self.detected_at else None
+        out["source"] = self.source or None
+        if include_raw:
+            out["raw"] = self.raw
+        return out
+
+
+def iso(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as every JSON output of rca-poller writes times."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that tolerates datetimes (as ISO) and other odd values (as str)."""
+    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    return str(value)

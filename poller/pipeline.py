@@ -1,0 +1,136 @@
+"""The flow of DESIGN §2 as small stages: tick(source) checkpoints failures; process() acts on them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from poller.errors import ExtractError, SourceError
+from poller.models import Failure
+from poller.rca.rules import probable_cause
+from poller.sources.base import Source, Window
+from poller.store import Store, insert_tickets, mark_processed, pending_failures
+
+log = logging.getLogger("poller.pipeline")
+PROCESS_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TickContext:
+    """Made once per tick; stages read time from here, never from the clock."""
+
+    now: datetime
+    source: str
+    window: Window
+    dry_run: bool = False
+
+
+@dataclass(slots=True)
+class TickResult:
+    source: str
+    window: Window | None = None
+    rows_read: int = 0
+    failures: int = 0
+    added: int = 0
+    quarantined: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class Extracted:
+    failures: dict[str, Failure] = field(default_factory=dict)
+    quarantine: list[tuple[Any, str]] = field(default_factory=list)
+    rows: int = 0
+
+
+def extract_stage(ctx: TickContext, source: Source, records: Iterable[Any]) -> Extracted:
+    """Raw records → failures (deduplicated by key) and quarantined records; never raises on data."""
+    out = Extracted()
+    for raw in records:
+        out.rows += 1
+        try:
+            failure = source.extract(raw)
+        except ExtractError as exc:
+            out.quarantine.append((raw, str(exc)))
+            continue
+        except Exception as exc:  # a bug in a rule must not stop the tick; the row waits in quarantine
+            out.quarantine.append((raw, f"unexpected {exc.__class__.__name__}: {exc}"))
+            continue
+        if failure is not None:
+            out.failures.setdefault(failure.key, failure.stamped(ctx.source, ctx.now))
+    return out
+
+
+def tick(
+    source: Source,
+    store: Store,
+    now: datetime,
+    *,
+    cursor_name: str | None = None,
+    window: Window | None = None,
+    dry_run: bool = False,
+) -> TickResult:
+    """Read one window of a source and commit failures, quarantine and cursor in one transaction.
+
+    The live cursor is the source's name; a backfill passes its own ``cursor_name`` and explicit ``window``.
+    ``dry_run`` reads and extracts but writes nothing.
+    """
+    name = cursor_name or source.name
+    if window is None:
+        checkpoint = store.checkpoint(name)
+        window = source.window(checkpoint.cursor if checkpoint else None, now)
+    ctx = TickContext(now=now, source=source.name, window=window, dry_run=dry_run)
+    result = TickResult(source=source.name, window=window)
+    try:
+        poll = source.poll(window)
+        extracted = extract_stage(ctx, source, poll.records)
+    except SourceError as exc:
+        result.error = str(exc)
+        if not dry_run:
+            store.record_error(name, now, str(exc))
+        log.error("tick.failed", extra={"source": source.name, "error": str(exc)})
+        return result
+    if not dry_run:
+        with store.tick(name, now) as tx:
+            result.added = tx.add_failures(list(extracted.failures.values()))
+            for raw, reason in extracted.quarantine:
+                tx.quarantine(raw, reason)
+            tx.advance(poll.cursor, extracted.rows, warning="; ".join(poll.warnings) or None)
+    result.rows_read, result.failures = extracted.rows, len(extracted.failures)
+    result.quarantined, result.warnings = len(extracted.quarantine), poll.warnings
+    log.info("tick.done", extra={"source": source.name, "rows": result.rows_read, "added": result.added})
+    return result
+
+
+def process(store: Store, now: datetime) -> int:
+    """Give every pending failure its local ticket, oldest first; each batch commits with its progress."""
+    done = 0
+    while True:
+        with store.session() as session:
+            rows = pending_failures(session, PROCESS_BATCH)
+            if not rows:
+                return done
+            insert_tickets(session, [_ticket(row.to_failure(), now) for row in rows])
+            mark_processed(session, [row.id for row in rows if row.id is not None], now)
+            done += len(rows)
+
+
+def _ticket(failure: Failure, now: datetime) -> dict[str, Any]:
+    where = failure.metadata.get("activity_name") or failure.resource
+    title = f"[{failure.service}] {failure.resource}: {where} failed ({failure.error_code or 'no code'})"
+    return {
+        "sink": "local",
+        "failure_key": failure.key,
+        "title": title[:300],
+        "probable_cause": probable_cause(failure),
+        "status": "open",
+        "created_at": now,
+    }

@@ -1,0 +1,314 @@
+"""The state store: schema, and the one transactional commit of a tick (DESIGN §2, STYLE 7)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel, col
+
+from poller.errors import StoreError
+from poller.models import Failure, dumps
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Times are stored as naive UTC and always read back timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _time(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class FailureRow(SQLModel, table=True):
+    __tablename__ = "failures"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    source: str = Field(index=True)
+    service: str
+    kind: str
+    resource: str
+    resource_id: str
+    run_id: str
+    error_code: str
+    error_message: str
+    failure_type: str
+    occurred_at: datetime = _time()
+    detected_at: datetime = _time()
+    metadata_json: str
+    raw_json: str
+    processed_at: datetime | None = _time(default=None, nullable=True, index=True)
+
+    def to_failure(self) -> Failure:
+        return Failure(
+            key=self.key, source=self.source, service=self.service, kind=self.kind, resource=self.resource,
+            resource_id=self.resource_id, run_id=self.run_id, error_code=self.error_code,
+            error_message=self.error_message, failure_type=self.failure_type, occurred_at=self.occurred_at,
+            detected_at=self.detected_at, metadata=json.loads(self.metadata_json), raw=json.loads(self.raw_json),
+        )
+
+
+class QuarantineRow(SQLModel, table=True):
+    __tablename__ = "quarantine"
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True)
+    reason: str
+    raw_json: str
+    detected_at: datetime = _time()
+
+
+class CheckpointRow(SQLModel, table=True):
+    """Per source (and per backfill job): where reading resumes, and how the last tick went."""
+
+    __tablename__ = "checkpoints"
+    name: str = Field(primary_key=True)
+    cursor: datetime | None = _time(default=None, nullable=True)
+    last_tick_at: datetime | None = _time(default=None, nullable=True)
+    last_success_at: datetime | None = _time(default=None, nullable=True)
+    last_error: str | None = None
+    last_error_at: datetime | None = _time(default=None, nullable=True)
+    rows_read: int = 0
+    failures_added: int = 0
+    quarantined: int = 0
+
+
+class TicketRow(SQLModel, table=True):
+    """The local sink: one row per new failure until incidents exist (provisional, issue 'Foundation')."""
+
+    __tablename__ = "tickets"
+    id: int | None = Field(default=None, primary_key=True)
+    sink: str = "local"
+    failure_key: str = Field(unique=True)
+    title: str
+    probable_cause: str
+    status: str = "open"
+    created_at: datetime = _time()
+
+
+class SchemaVersionRow(SQLModel, table=True):
+    __tablename__ = "schema_version"
+    version: int = Field(primary_key=True)
+    applied_at: datetime = _time()
+
+
+@dataclass(frozen=True, slots=True)
+class TickStats:
+    rows_read: int
+    failures_added: int
+    quarantined: int
+
+
+class TickTransaction:
+    """Everything one tick writes; committed together by ``Store.tick`` or not at all."""
+
+    def __init__(self, session: Session, source: str, now: datetime) -> None:
+        self._session = session
+        self._source = source
+        self._now = now
+        self.added = 0
+        self.quarantined = 0
+
+    def add_failures(self, failures: Sequence[Failure]) -> int:
+        """Insert-or-ignore by natural key; returns how many were new."""
+        if not failures:
+            return 0
+        rows = [_failure_values(f) for f in failures]
+        stmt = _insert_ignore(self._session, FailureRow, ["key"])
+        before = self._max_id()
+        self._session.execute(stmt, rows)
+        added = int(
+            self._session.execute(select(func.count()).where(col(FailureRow.id) > before)).scalar_one()
+        )
+        self.added += added
+        return added
+
+    def quarantine(self, raw: Any, reason: str) -> None:
+        self._session.execute(
+            insert(QuarantineRow),
+            [{"source": self._source, "reason": reason[:2000], "raw_json": dumps(raw), "detected_at": self._now}],
+        )
+        self.quarantined += 1
+
+    def advance(self, cursor: datetime | None, rows_read: int, warning: str | None = None) -> None:
+        """Move the cursor (None keeps it) and record a successful tick, with any soft error it met."""
+        row = self._session.get(CheckpointRow, self._source) or CheckpointRow(name=self._source)
+        if cursor is not None:
+            row.cursor = cursor
+        row.last_tick_at = self._now
+        row.last_success_at = self._now
+        row.rows_read += rows_read
+        row.failures_added += self.added
+        row.quarantined += self.quarantined
+        if warning:
+            row.last_error, row.last_error_at = warning[:2000], self._now
+        self._session.add(row)
+
+    def _max_id(self) -> int:
+        # The tick holds the write lock, so rows above this id are exactly the ones this insert added
+        # (portable, unlike SQLite's changes()).
+        return int(self._session.execute(select(func.max(FailureRow.id))).scalar() or 0)
+
+
+class Store:
+    """The engine and schema of the state store, and the transactions every stage writes through."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        try:
+            SQLModel.metadata.create_all(self.engine)
+            self._stamp_version()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open state store {url}: {exc.__class__.__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def tick(self, source: str, now: datetime) -> Iterator[TickTransaction]:
+        """One transaction: failures, quarantine rows and the cursor commit together, or nothing does."""
+        with Session(self.engine) as session, session.begin():
+            yield TickTransaction(session, source, now)
+
+    def record_error(self, name: str, now: datetime, message: str) -> None:
+        """A failed tick: note the error, leave the cursor where it was."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(CheckpointRow, name) or CheckpointRow(name=name)
+            row.last_tick_at = now
+            row.last_error = message[:2000]
+            row.last_error_at = now
+            session.add(row)
+
+    def checkpoint(self, name: str) -> CheckpointRow | None:
+        with Session(self.engine) as session:
+            row = session.get(CheckpointRow, name)
+            if row is not None:
+                session.expunge(row)
+            return row
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(CheckpointRow).order_by(col(CheckpointRow.name))))
+
+    def failures(self, *, limit: int | None = None, source: str | None = None) -> list[Failure]:
+        query = select(FailureRow).order_by(col(FailureRow.occurred_at).desc(), col(FailureRow.id).desc())
+        if source:
+            query = query.where(col(FailureRow.source) == source)
+        if limit:
+            query = query.limit(limit)
+        with Session(self.engine) as session:
+            return [row.to_failure() for row in session.scalars(query)]
+
+    def count(self, model: type[SQLModel]) -> int:
+        with Session(self.engine) as session:
+            return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+    def backlog(self, source: str | None = None) -> int:
+        query = select(func.count()).select_from(FailureRow).where(col(FailureRow.processed_at).is_(None))
+        if source:
+            query = query.where(col(FailureRow.source) == source)
+        with Session(self.engine) as session:
+            return int(session.execute(query).scalar_one())
+
+    def tickets(self) -> list[TicketRow]:
+        with Session(self.engine) as session:
+            rows = list(session.scalars(select(TicketRow).order_by(col(TicketRow.id))))
+            session.expunge_all()
+            return rows
+
+    def quarantined(self) -> list[QuarantineRow]:
+        with Session(self.engine) as session:
+            rows = list(session.scalars(select(QuarantineRow).order_by(col(QuarantineRow.id))))
+            session.expunge_all()
+            return rows
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction for a processing stage; commits on success."""
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+    def _stamp_version(self) -> None:
+        with Session(self.engine) as session, session.begin():
+            if session.get(SchemaVersionRow, SCHEMA_VERSION) is None:
+                session.add(SchemaVersionRow(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)))
+
+
+def pending_failures(session: Session, limit: int) -> list[FailureRow]:
+    """Failures no processing stage has finished with, oldest first."""
+    query = (
+        select(FailureRow)
+        .where(col(FailureRow.processed_at).is_(None))
+        .order_by(col(FailureRow.detected_at), col(FailureRow.id))
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def mark_processed(session: Session, ids: Iterable[int], now: datetime) -> None:
+    session.execute(update(FailureRow).where(col(FailureRow.id).in_(list(ids))).values(processed_at=now))
+
+
+def insert_tickets(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(_insert_ignore(session, TicketRow, ["failure_key"]), rows)
+
+
+def _failure_values(f: Failure) -> dict[str, Any]:
+    return {
+        "key": f.key, "source": f.source, "service": f.service, "kind": f.kind, "resource": f.resource,
+        "resource_id": f.resource_id, "run_id": f.run_id, "error_code": f.error_code,
+        "error_message": f.error_message, "failure_type": f.failure_type, "occurred_at": f.occurred_at,
+        "detected_at": f.detected_at, "metadata_json": dumps(f.metadata), "raw_json": dumps(f.raw),
+    }
+
+
+def _insert_ignore(session: Session, model: type[SQLModel], keys: list[str]) -> Any:
+    dialect = session.get_bind().dialect.name
+    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    return maker(model).on_conflict_do_nothing(index_elements=keys)
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets `status` and `list` read while a tick writes. NORMAL survives a killed process; a power cut
+    # may roll back the last ticks, data and cursor together, so the next tick simply re-reads them.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
