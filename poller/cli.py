@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from poller.config import DEFAULT_CONFIG_PATH, Config, load_config
 from poller.errors import ConfigError, ExtractError, PollerError, StoreError
@@ -21,12 +21,12 @@ from poller.extractors import extract
 from poller.logs import setup_logging
 from poller.models import Failure, iso
 from poller.pipeline import TickResult, process, tick
+from poller.render import clip, console, make_console, print_failures, print_tick_results, print_tickets, ticket_json
 from poller.sources import build_sources
 from poller.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = make_console(stderr=True)
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="RCA_POLLER_CONFIG",
@@ -38,7 +38,7 @@ format_option = click.option(
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    err_console.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
     sys.exit(code)
 
 
@@ -216,19 +216,6 @@ def _credential(config: Config) -> Any:
     return build_credential(config.azure) if config.sources else None
 
 
-def print_tick_results(results: Sequence[TickResult]) -> None:
-    table = Table("source", "window", "rows", "failures", "new", "quarantined", "result")
-    for r in results:
-        window = f"{iso(r.window.start)} → {iso(r.window.end)}" if r.window else ""
-        outcome = "[red]" + (r.error or "") + "[/red]" if r.error else ("ok" + _warned(r.warnings))
-        table.add_row(r.source, window, str(r.rows_read), str(r.failures), str(r.added), str(r.quarantined), outcome)
-    console.print(table)
-
-
-def _warned(warnings: list[str]) -> str:
-    return f" (warning: {'; '.join(warnings)})" if warnings else ""
-
-
 @main.command("extract")
 @click.option("--service", type=click.Choice(["adf"]), help="Skip detection: read the files as this service.")
 @click.option("--raw", is_flag=True, help="Include the raw record in each failure.")
@@ -243,13 +230,13 @@ def extract_cmd(service: str | None, raw: bool, files: tuple[str, ...]) -> None:
             failures.extend(extract(payload, service))
         except (OSError, UnicodeDecodeError) as exc:
             bad += 1
-            err_console.print(f"error: {name}: cannot read: {getattr(exc, 'strerror', None) or exc}", highlight=False)
+            err_console.print(f"error: {name}: cannot read: {getattr(exc, 'strerror', None) or exc}", soft_wrap=True)
         except json.JSONDecodeError as exc:
             bad += 1
-            err_console.print(f"error: {name}: not JSON (line {exc.lineno}, column {exc.colno})", highlight=False)
+            err_console.print(f"error: {name}: not JSON (line {exc.lineno}, column {exc.colno})", soft_wrap=True)
         except ExtractError as exc:
             bad += 1
-            err_console.print(f"error: {name}: {exc}", highlight=False)
+            err_console.print(f"error: {name}: {exc}", soft_wrap=True)
     click.echo(json.dumps([f.to_json(include_raw=raw) for f in failures], indent=2, default=str))
     sys.exit(EXIT_FAILED if bad else EXIT_OK)
 
@@ -275,14 +262,6 @@ def failures_list(config_path: str, fmt: str, source: str | None, limit: int, ra
     print_failures(rows)
 
 
-def print_failures(rows: Sequence[Failure]) -> None:
-    table = Table("occurred (UTC)", "service", "resource", "activity / task", "code", "error", title="failures")
-    for f in rows:
-        where = str(f.metadata.get("activity_name") or f.metadata.get("task_key") or "")
-        table.add_row(iso(f.occurred_at)[:19], f.service, f.resource, where, f.error_code, _clip(f.error_message))
-    console.print(table)
-
-
 @main.group()
 def tickets() -> None:
     """Tickets in the state store."""
@@ -296,21 +275,9 @@ def tickets_list(config_path: str, fmt: str) -> None:
     store = open_store(open_config(config_path))
     rows = store.tickets()
     if fmt == "json":
-        click.echo(json.dumps([_ticket_json(t) for t in rows], indent=2))
+        click.echo(json.dumps([ticket_json(t) for t in rows], indent=2))
         return
     print_tickets(rows)
-
-
-def _ticket_json(t: Any) -> dict[str, Any]:
-    return {"id": t.id, "sink": t.sink, "failure_key": t.failure_key, "title": t.title,
-            "probable_cause": t.probable_cause, "status": t.status, "created_at": iso(t.created_at)}
-
-
-def print_tickets(rows: Sequence[Any]) -> None:
-    table = Table("id", "sink", "status", "title", "probable cause", title="tickets")
-    for t in rows:
-        table.add_row(str(t.id), t.sink, t.status, t.title, _clip(t.probable_cause, 90))
-    console.print(table)
 
 
 @main.command()
@@ -330,7 +297,7 @@ def status(config_path: str, fmt: str) -> None:
     for r in rows:
         lag = f"{r['lag_seconds']:.0f}s" if r["lag_seconds"] is not None else "never ticked"
         table.add_row(r["source"], r["cursor"] or "-", lag, r["last_tick_at"] or "-", r["last_success_at"] or "-",
-                      _clip(r["last_error"] or "", 70), str(r["backlog"]))
+                      clip(r["last_error"] or "", 70), str(r["backlog"]))
     console.print(table)
 
 
@@ -376,6 +343,5 @@ def demo(keep: str | None) -> None:
         fail(str(exc), EXIT_FAILED)
 
 
-def _clip(text: str, width: int = 110) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
+if __name__ == "__main__":
+    main()

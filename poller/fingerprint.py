@@ -3,11 +3,12 @@
 ``template(message)`` replaces what varies between repeats of one cause with placeholders (Sentry's
 parameterisation, DESIGN §3, field-anchors §5) and keeps what tells causes apart:
 
-* replaced — ``<guid> <ts> <date> <time> <duration> <cluster_id> <ip> <email> <hex> <num>``; a URL's path
-  and query (``https://api.contoso.com/<url>``: the host stays, it says which API); SAS query strings
-  (``<sas>``); tokens, passwords, keys and URL credentials (``<secret>``); throw-away local paths such as
-  ``/tmp/...`` and ``/local_disk0/...`` (``<path>``); quoted data values in value contexts
-  (``converting value '<value>'``, ``Truncated value: '<value>'``, ``duplicate key value is (<value>)``).
+* replaced — ``<guid> <ts> <date> <time> <duration> <cluster_id> <id> <ip> <email> <hex> <num>`` (``<id>``:
+  Spark and YARN application ids); a URL's path and query (``https://api.contoso.com/<url>``: the host
+  stays, it says which API); SAS query strings (``<sas>``); tokens, passwords, keys and URL credentials
+  (``<secret>``); throw-away local paths such as ``/tmp/...`` and ``/local_disk0/...`` (``<path>``); quoted
+  data values in value contexts (``converting value '<value>'``, ``Truncated value: '<value>'``,
+  ``duplicate key value is (<value>)``).
 * kept — storage paths (``abfss://``, ``wasbs://``, ``dbfs:/``, ``/mnt``, blob and dfs URLs): account,
   container, folders and file names say which feed failed, so only their dates, numbers and ids go
   (``landing/orders/<date>/orders_<date>.csv``); host names; quoted, bracketed and backticked names after a
@@ -34,6 +35,19 @@ from dataclasses import dataclass, field
 
 from poller.models import Failure
 
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "RULES",
+    "Fingerprint",
+    "Rule",
+    "Template",
+    "canonical_key",
+    "fingerprint",
+    "resource_template",
+    "scope_of",
+    "template",
+]
+
 #: Bump when a rule change regroups incidents; it is part of every hash.
 FINGERPRINT_VERSION = "fp1"
 #: Longer messages keep their head and tail (a Python traceback ends with its exception).
@@ -54,18 +68,28 @@ NAME_CONTEXT_WORDS = (
     "sheet", "collection", "topic", "queue", "scope", "type", "name", "alias", "role", "user", "login",
     "server", "keyerror",
 )
-_NAME_SUFFIXES = tuple(word + tail for word in NAME_CONTEXT_WORDS for tail in ("", " name", " names", " named"))
+_NAME_SUFFIXES = tuple(
+    word + tail for word in NAME_CONTEXT_WORDS for tail in ("", " name", " names", " named")
+)
 #: A number is kept as a code when its text ends (lower-cased) with one of these ...
 CODE_CONTEXT_EXACT = (
-    "number=", "class=", "state=", "errno=", "msg ", "level ", "state ", "error ", "errno ", "hresult=",
+    "number=", "class=", "state=", "errno=", "hresult=", "msg ", "level ", "state ", "error ", "error: ",
+    "errno ",
 )
 #: ... or, once quotes, blanks, ``=``, ``:`` and ``-`` are stripped, with one of these.
-CODE_CONTEXT_LOOSE = ("code", "status", "http", "http/1.0", "http/1.1", "http/2", "errornumber", "error number")
+CODE_CONTEXT_LOOSE = (
+    "code", "status", "http", "http/1.0", "http/1.1", "http/2", "errornumber", "error number", "sqlstate",
+)
+#: A time of day after one of these words is a duration ("Timeout value of 00:05:00", "after 00:10:00").
+DURATION_WORDS = (
+    "after", "timeout", "timeout value of", "timeout of", "elapsed", "duration", "exceeded", "within",
+    "waited",
+)
 #: A three-digit number followed by one of these is an HTTP status.
 HTTP_REASONS = (
     "Bad Request", "Unauthorized", "Forbidden", "Not Found", "Method Not Allowed", "Conflict", "Gone",
     "Too Many Requests", "Internal Server Error", "Not Implemented", "Bad Gateway", "Service Unavailable",
-    "Gateway Timeout",
+    "Gateway Timeout", "Server Unavailable",
 )
 
 _TOKEN_BASE = 0xF0000
@@ -73,7 +97,9 @@ _TOKEN = re.compile("[\U000f0000-\U000ffffd]")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _DIGIT = re.compile(r"\d", re.ASCII)
 _STORAGE_SCHEMES = frozenset({"abfs", "abfss", "wasb", "wasbs", "adl", "s3", "s3a", "gs"})
-_STORAGE_HOST = re.compile(r"\.(?:blob|dfs|file|queue|table)\.core\.(?:windows\.net|chinacloudapi\.cn)$", re.I)
+_STORAGE_HOST = re.compile(
+    r"\.(?:blob|dfs|file|queue|table)\.core\.(?:windows\.net|chinacloudapi\.cn)$", re.I
+)
 _IPV4_HOST = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?", re.ASCII)
 _SAS_QUERY = re.compile(r"(?:^|[?&])(?:sig|sv|se)=", re.I)
 _SECRET_QUERY = re.compile(
@@ -128,8 +154,9 @@ class Rule:
     """Replace each match (or only its ``v`` group) by a ``kind`` token; ``kind == KEEP`` protects it.
 
     An empty ``kind`` takes it from the matching alternative's group name (``ts__iso`` → ``ts``).
-    ``needs``: lower-case substrings of which one must occur for the rule to run (empty: always);
-    ``digits``: the rule runs only when the message holds a digit; ``handler`` decides per match.
+    The rule runs only if one of ``needs`` (lower-case substrings) occurs, if the message holds a digit when
+    ``digits`` is set, and if ``gate`` (a regex cheaper than the rule) finds something. ``handler``, when
+    given, decides per match what it becomes.
     """
 
     kind: str
@@ -137,11 +164,13 @@ class Rule:
     needs: tuple[str, ...] = ()
     digits: bool = False
     handler: Handler | None = None
+    gate: re.Pattern[str] | None = None
 
 
 def _rule(kind: str, regex: str, *needs: str, digits: bool = False, flags: int = 0,
-          handler: Handler | None = None) -> Rule:
-    return Rule(kind, re.compile(regex, flags | re.ASCII), tuple(needs), digits, handler)
+          handler: Handler | None = None, gate: str = "") -> Rule:
+    compiled_gate = re.compile(gate, re.ASCII) if gate else None
+    return Rule(kind, re.compile(regex, flags | re.ASCII), tuple(needs), digits, handler, compiled_gate)
 
 
 def _forms(*forms: tuple[str, str]) -> str:
@@ -162,7 +191,9 @@ def _url(match: re.Match[str], tokens: _Tokens) -> str:
     stripped = rest.rstrip(".,;:!)]}")
     path, _, query = stripped.partition("?")
     if storage:
-        out += path + ("?" + tokens.token("sas" if _SAS_QUERY.search(query) else "url", query) if query else "")
+        out += path
+        if query:
+            out += "?" + tokens.token("sas" if _SAS_QUERY.search(query) else "url", query)
     elif len(stripped) > 1:
         out += stripped[0] + tokens.token("url", stripped[1:])
     else:
@@ -182,7 +213,13 @@ def _hex_or_num(match: re.Match[str], tokens: _Tokens) -> str:
     text, start, end = match.string, match.start(), match.end()
     found = match.group()
     if found.replace(".", "", 1).isdigit():
-        glued = start > 0 and text[start - 1] in "_." or text[end:end + 1] == "." and text[end + 1:end + 2].isalnum()
+        # Glued into a name (orders_17, 1.13.1, sql-01.database) it is part of the name, not a number.
+        after = text[end:end + 2]
+        glued = (
+            (start > 0 and text[start - 1] in "_.")
+            or (after[:1] == "." and after[1:].isalnum())
+            or text[max(0, start - 5):start].lower() == "http/"
+        )
         return found if glued or _is_code(text, start, end) else tokens.token("num", found)
     if found[:2] in ("0x", "0X") or (
         len(found) >= 8 and (found.islower() or found.isupper()) and any(c.isdigit() for c in found)
@@ -191,16 +228,30 @@ def _hex_or_num(match: re.Match[str], tokens: _Tokens) -> str:
     return found
 
 
+def _job_cluster(match: re.Match[str], tokens: _Tokens) -> str:
+    """``job-<job id>-run-<run id>``: the job id says which job, the run id changes every run."""
+    return f"job-{tokens.token(KEEP, match.group('job'))}-run-{tokens.token('num', match.group('run'))}"
+
+
+def _digit_form(match: re.Match[str], tokens: _Tokens) -> str:
+    """A token of the kind the matching form names; a time after "timeout", "after", ... is a duration."""
+    kind = str(match.lastgroup).partition("__")[0]
+    if kind == "time":
+        start = match.start()
+        if match.string[max(0, start - 24):start].rstrip(" :=").lower().endswith(DURATION_WORDS):
+            kind = "duration"
+    return tokens.token(kind, match.group())
+
+
 def _is_code(text: str, start: int, end: int) -> bool:
     head = text[max(0, start - 24):start].lower()
     if head.endswith(CODE_CONTEXT_EXACT) or head.rstrip(" '\"=:-").endswith(CODE_CONTEXT_LOOSE):
         return True
-    return end - start == 3 and text[end:end + 26].lstrip(") -").startswith(HTTP_REASONS)
+    return end - start == 3 and text[end:end + 26].lstrip(" ()-").startswith(HTTP_REASONS)
 
 
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}"
 _WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]{0,6}"
-_MONTH_NEEDLES = tuple(f" {month} " for month in "jan feb mar apr may jun jul aug sep oct nov dec".split())
 # Digit forms are written after a run's first digit (``_FIRST_DIGIT``); a lookbehind then checks what it was.
 _FIRST_DIGIT = r"\d(?<!\d\d)"
 _YEAR = r"(?<=(?:19|20)\d\d)"
@@ -209,7 +260,8 @@ _UNITS = r"ms|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?"
 _TIME_FORMS = (
     ("ts", r"\d{3}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:[.,]\d+)?(?:\s?(?:Z|UTC|GMT)|[+-]\d{2}:?\d{2})?"),
     # 0_2020_11_09_11_43_32.avro
-    ("ts", r"\d{3}" + _YEAR + r"(?P<tsep>[/._-])\d{2}(?P=tsep)\d{2}[T _-]\d{2}[:._-]?\d{2}[:._-]?\d{2}(?:[.,]\d+)?Z?"),
+    ("ts", r"\d{3}" + _YEAR + r"(?P<tsep>[/._-])\d{2}(?P=tsep)\d{2}[T _-]\d{2}[:._-]?\d{2}[:._-]?\d{2}"
+           r"(?:[.,]\d+)?Z?"),
     ("ts", r"\d?/\d{1,2}/\d{2,4},?\s\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:\s?[AP]M)?"),
     ("ts", r"\d?/" + _MONTH + r"/\d{4}:\d{2}:\d{2}:\d{2}(?:\s[+-]\d{4})?"),
     # Compact stamps only inside names (orders_20261129T101530.csv); a bare 8-digit number is a <num>.
@@ -244,8 +296,8 @@ _GUID_RULE = _rule(
     digits=True,
 )
 _SECRET_KEYS = (
-    "accountkey", "account_key", "sharedaccess", "shared_access", "password", "passwd", "pwd", "secret",
-    "apikey", "api_key", "access_token", "accesstoken", "refresh_token", "token",
+    "password", "pwd", "secret", "accountkey", "account_key", "sharedaccess", "shared_access", "apikey",
+    "api_key", "token",
 )
 
 #: Before names are protected: what varies wherever it stands, inside names and paths too.
@@ -256,28 +308,26 @@ EARLY_RULES: tuple[Rule, ...] = (
     _rule("sas", r"(?<![\w&=])(?P<v>sv=\d{4}-\d{2}-\d{2}(?:&[a-z][a-z0-9_-]*=[^\s&'\"<>]*)*)", "sv=",
           flags=re.I),
     _rule("secret", r"(?<![\w-])(?:account_?key|shared_?access_?key|sharedaccesssignature|password|passwd|pwd"
-          r"|client_?secret|api_?key|access_?token|refresh_?token)=(?P<v>[^\s;&'\",]+)", *_SECRET_KEYS,
-          flags=re.I),
-    _rule("secret", r"\"(?:password|pwd|secret|client_?secret|api_?key|access_?token|token)\"\s*:\s*\""
-          r"(?P<v>[^\"]*)\"", *_SECRET_KEYS, flags=re.I),
+          r"|client_?secret|api_?key|access_?token|refresh_?token)\s*[=:]\s*['\"]?(?P<v>[^\s;&'\",]+)"
+          r"|\"(?:password|pwd|secret|client_?secret|api_?key|access_?token|token)\"\s*:\s*\"(?P<w>[^\"]*)\"",
+          *_SECRET_KEYS, flags=re.I),
     _rule("secret", r"d(?<![A-Za-z0-9]d)api[0-9a-f]{32}(?:-\d+)?(?![A-Za-z0-9])", "dapi"),
     _rule("secret", r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.?[A-Za-z0-9_-]*", "eyj"),
-    _rule("secret", r"\b(?:bearer|basic)\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})", "bearer ", "basic ", flags=re.I),
+    _rule("secret", r"\b(?:bearer|basic)\s+(?P<v>(?=[A-Za-z._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,})", "bearer ",
+          "basic ", flags=re.I),
     _GUID_RULE,
     _rule("ip", r"(?<![\w:])(?=[0-9A-Fa-f:]*::|(?:[0-9A-Fa-f]{1,4}:){7})(?:[0-9A-Fa-f]{0,4}:){2,7}"
           r"[0-9A-Fa-f]{0,4}(?![\w:])", "::"),
-    # A span after these words is a duration, not a time of day: "Timeout value of 00:05:00".
-    _rule("duration", r"\b(?:after|timeout(?: value)?(?: of)?|elapsed|duration|exceeded|within|waited)"
-          r"\s*[:=]?\s*(?P<v>\d+(?:\.\d+)?:\d{2}:\d{2}(?:\.\d+)?)", "after", "timeout", "elapsed", "duration",
-          "exceeded", "within", "waited", digits=True, flags=re.I),
     _rule("", _forms(
-        ("ts", _WEEKDAY + r",?\s\d{1,2}\s" + _MONTH + r"\s\d{4}\s\d{2}:\d{2}:\d{2}(?:\s?(?:GMT|UTC|[+-]\d{4}))?"),
+        ("ts", _WEEKDAY + r",?\s\d{1,2}\s" + _MONTH + r"\s\d{4}\s\d{2}:\d{2}:\d{2}"
+               r"(?:\s?(?:GMT|UTC|[+-]\d{4}))?"),
         ("ts", _WEEKDAY + r"\s" + _MONTH + r"\s{1,2}\d{1,2}\s\d{2}:\d{2}:\d{2}(?:\s[A-Z]{3,4})?\s\d{4}"),
         ("date", _MONTH + r"\s\d{1,2},?\s\d{4}"),
-    ), *_MONTH_NEEDLES, digits=True),
-    _rule("duration", r"P(?<![A-Za-z0-9]P)(?=\d|T\d)(?:\d+[YMWD])*(?:T(?:\d+(?:\.\d+)?[HMS])+)?(?![A-Za-z0-9])",
-          digits=True),
-    _rule("", _FIRST_DIGIT + "(?:" + _forms(*_DIGIT_FORMS) + ")", digits=True),
+    ), digits=True, gate=_MONTH),
+    # ISO 8601 durations: PT30M, P1DT2H.
+    _rule("duration", r"P(?<![A-Za-z0-9]P)(?=\d|T\d)(?:\d+[YMWD])*(?:T(?:\d+(?:\.\d+)?[HMS])+)?"
+          r"(?![A-Za-z0-9])", digits=True),
+    _rule("", _FIRST_DIGIT + "(?:" + _forms(*_DIGIT_FORMS) + ")", digits=True, handler=_digit_form),
 )
 
 #: Names that tell causes apart: protected from the rules after them.
@@ -287,9 +337,9 @@ KEEP_RULES: tuple[Rule, ...] = (
           r"|\[[^\]\n]{1,200}\](?:\.\[[^\]\n]{1,200}\])*", "'", "\"", "[", handler=_quoted_name),
     _rule(KEEP, r"Operation on target (?P<v>.+?) failed|Inner activity name: (?P<w>[^,]+), Error",
           "operation on target", "inner activity"),
-    _rule(KEEP, r"/(?<![\w/.:]/)(?:Workspace/)?(?:Repos|Users|Shared)/[^\s'\",;)\]]+", "/repos/", "/users/",
+    _rule(KEEP, r"/(?<![\w/.:]/)(?:Workspace/)?(?:Repos|Users|Shared)/[^\s'\",;:)\]]+", "/repos/", "/users/",
           "/shared/"),
-    _rule(KEEP, r"\bnotebook(?:[ _]?path)?\s*[:=]?\s*(?P<v>/[^\s'\",;)\]]+)", "notebook", flags=re.I),
+    _rule(KEEP, r"\bnotebook(?:[ _]?path)?\s*[:=]?\s*(?P<v>/[^\s'\",;:)\]]+)", "notebook", flags=re.I),
 )
 
 #: After names are protected: data values and the remaining ids and numbers.
@@ -302,6 +352,9 @@ LATE_RULES: tuple[Rule, ...] = (
           "unknown string"),
     _rule("value", r"(?:For input string|Unparseable date|Cannot parse):? \"(?P<v>[^\"\n]{0,256})\"",
           "input string", "unparseable", "cannot parse"),
+    # Spark and YARN application, attempt and container ids: application_1732871234567_0042.
+    _rule("id", r"\b(?:application|appattempt|attempt|container)_(?:e\d+_)?\d{10,}(?:_\d+)+\b"
+          r"|\bapp-\d{14}-\d{4,}\b", "application_", "attempt_", "container_", "app-", digits=True),
     _rule("email", r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", "@"),
     _rule("path", r"/(?<![\w/.]/)(?:local_disk0|tmp|var/tmp|dev/shm)/[^\s'\",;)\]]*", "/local_disk0", "/tmp",
           "/dev/shm"),
@@ -314,13 +367,14 @@ RULES: tuple[Rule, ...] = EARLY_RULES + KEEP_RULES + LATE_RULES
 
 #: Resource names keep their words; only run-specific parts go: job-<job id>-run-<num>, GUIDs, stamps.
 RESOURCE_RULES: tuple[Rule, ...] = (
-    _rule("num", r"\bjob-\d+-run-(?P<v>\d+)", "job-", digits=True),
+    _rule("num", r"\bjob-(?P<job>\d+)-run-(?P<run>\d+)", "job-", digits=True, handler=_job_cluster),
     _GUID_RULE,
-    _rule("", _FIRST_DIGIT + "(?:" + _forms(*_TIME_FORMS, ("num", r"\d{7,}(?!\d)")) + ")", digits=True),
+    _rule("", _FIRST_DIGIT + "(?:" + _forms(*_TIME_FORMS, ("num", r"\d{7,}(?!\d)")) + ")", digits=True,
+          handler=_digit_form),
 )
 
 _PLACEHOLDERS = {kind: f"<{kind}>" for kind in (
-    "guid", "ts", "date", "time", "duration", "cluster_id", "ip", "email", "hex", "num", "url", "sas",
+    "guid", "ts", "date", "time", "duration", "cluster_id", "id", "ip", "email", "hex", "num", "url", "sas",
     "secret", "path", "value",
 )}
 
@@ -412,6 +466,8 @@ def _run(text: str, rules: tuple[Rule, ...]) -> tuple[str, list[tuple[str, str]]
     tokens = _Tokens()
     for rule in rules:
         if (rule.digits and not has_digit) or (rule.needs and not any(n in lowered for n in rule.needs)):
+            continue
+        if rule.gate is not None and rule.gate.search(text) is None:
             continue
         text = rule.pattern.sub(_replacer(rule, tokens), text)
     replaced: list[tuple[str, str]] = []

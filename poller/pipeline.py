@@ -101,11 +101,12 @@ def tick(
     if not dry_run:
         with store.tick(name, now) as tx:
             result.added = tx.add_failures(list(extracted.failures.values()))
-            for raw, reason in extracted.quarantine:
-                tx.quarantine(raw, reason)
+            result.quarantined = sum(tx.quarantine(raw, reason) for raw, reason in extracted.quarantine)
             tx.advance(poll.cursor, extracted.rows, warning="; ".join(poll.warnings) or None)
     result.rows_read, result.failures = extracted.rows, len(extracted.failures)
-    result.quarantined, result.warnings = len(extracted.quarantine), poll.warnings
+    result.warnings = poll.warnings
+    if dry_run:
+        result.quarantined = len(extracted.quarantine)
     log.info("tick.done", extra={"source": source.name, "rows": result.rows_read, "added": result.added})
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, func, insert, select, update
+from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -73,9 +74,12 @@ class FailureRow(SQLModel, table=True):
 
 
 class QuarantineRow(SQLModel, table=True):
+    """A record no rule could read, kept whole with the reason; re-reads of it are not stored twice."""
+
     __tablename__ = "quarantine"
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(index=True)
+    digest: str = Field(unique=True)
     reason: str
     raw_json: str
     detected_at: datetime = _time()
@@ -146,12 +150,19 @@ class TickTransaction:
         self.added += added
         return added
 
-    def quarantine(self, raw: Any, reason: str) -> None:
+    def quarantine(self, raw: Any, reason: str) -> bool:
+        """Keep an unreadable record with its reason; False if this very record is already kept."""
+        raw_json = dumps(raw)
+        digest = hashlib.sha256(f"{self._source}\0{raw_json}".encode()).hexdigest()
+        before = self._session.execute(select(func.count()).select_from(QuarantineRow)).scalar_one()
         self._session.execute(
-            insert(QuarantineRow),
-            [{"source": self._source, "reason": reason[:2000], "raw_json": dumps(raw), "detected_at": self._now}],
+            _insert_ignore(self._session, QuarantineRow, ["digest"]),
+            [{"source": self._source, "digest": digest, "reason": reason[:2000], "raw_json": raw_json,
+              "detected_at": self._now}],
         )
-        self.quarantined += 1
+        added = self._session.execute(select(func.count()).select_from(QuarantineRow)).scalar_one() > before
+        self.quarantined += int(added)
+        return bool(added)
 
     def advance(self, cursor: datetime | None, rows_read: int, warning: str | None = None) -> None:
         """Move the cursor (None keeps it) and record a successful tick, with any soft error it met."""
