@@ -32,6 +32,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 
 from poller.models import Failure
 
@@ -92,6 +93,7 @@ HTTP_REASONS = (
     "Gateway Timeout", "Server Unavailable",
 )
 
+_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 _TOKEN_BASE = 0xF0000
 _TOKEN = re.compile("[\U000f0000-\U000ffffd]")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
@@ -146,7 +148,7 @@ class _Tokens:
         return chr(_TOKEN_BASE + len(self.entries) - 1)
 
 
-Handler = Callable[[re.Match[str], _Tokens], str]
+Handler = Callable[[_Tokens, re.Match[str]], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,11 @@ class Rule:
     digits: bool = False
     handler: Handler | None = None
     gate: re.Pattern[str] | None = None
+    groups: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        groups = tuple(name for name in ("v", "w") if name in self.pattern.groupindex)
+        object.__setattr__(self, "groups", groups)
 
 
 def _rule(kind: str, regex: str, *needs: str, digits: bool = False, flags: int = 0,
@@ -178,7 +185,7 @@ def _forms(*forms: tuple[str, str]) -> str:
     return "|".join(f"(?P<{kind}__{n}>{regex})" for n, (kind, regex) in enumerate(forms))
 
 
-def _url(match: re.Match[str], tokens: _Tokens) -> str:
+def _url(tokens: _Tokens, match: re.Match[str]) -> str:
     """Scheme and host stay; credentials go; a storage path stays (templated later); other paths go."""
     scheme, userinfo, host, rest = match.group("scheme", "userinfo", "host", "rest")
     storage = scheme[:-3].lower() in _STORAGE_SCHEMES or _STORAGE_HOST.search(host) is not None
@@ -201,14 +208,14 @@ def _url(match: re.Match[str], tokens: _Tokens) -> str:
     return out + rest[len(stripped):]
 
 
-def _quoted_name(match: re.Match[str], tokens: _Tokens) -> str:
+def _quoted_name(tokens: _Tokens, match: re.Match[str]) -> str:
     """Protect a quoted name that follows a naming word (``column name 'x'``); leave other quotes alone."""
     start = match.start()
     head = match.string[max(0, start - 40):start].rstrip(" :=").lower()
     return tokens.token(KEEP, match.group()) if head.endswith(_NAME_SUFFIXES) else match.group()
 
 
-def _hex_or_num(match: re.Match[str], tokens: _Tokens) -> str:
+def _hex_or_num(tokens: _Tokens, match: re.Match[str]) -> str:
     """A number (unless glued to a name, a version or a code context) or a long hex id."""
     text, start, end = match.string, match.start(), match.end()
     found = match.group()
@@ -228,12 +235,12 @@ def _hex_or_num(match: re.Match[str], tokens: _Tokens) -> str:
     return found
 
 
-def _job_cluster(match: re.Match[str], tokens: _Tokens) -> str:
+def _job_cluster(tokens: _Tokens, match: re.Match[str]) -> str:
     """``job-<job id>-run-<run id>``: the job id says which job, the run id changes every run."""
     return f"job-{tokens.token(KEEP, match.group('job'))}-run-{tokens.token('num', match.group('run'))}"
 
 
-def _digit_form(match: re.Match[str], tokens: _Tokens) -> str:
+def _digit_form(tokens: _Tokens, match: re.Match[str]) -> str:
     """A token of the kind the matching form names; a time after "timeout", "after", ... is a duration."""
     kind = str(match.lastgroup).partition("__")[0]
     if kind == "time":
@@ -385,6 +392,7 @@ def template(message: str) -> Template:
     return Template(*_run(_normalise(text), RULES), raw=message, truncated=truncated)
 
 
+@lru_cache(maxsize=4096)
 def resource_template(resource: str) -> str:
     """A resource name stable across runs: GUIDs, stamps and run numbers (``job-7-run-<num>``) templated."""
     text, _ = _run(" ".join(resource.split()), RESOURCE_RULES)
@@ -401,7 +409,7 @@ def canonical_key(service: str, resource: str, scope: str, error_code: str, temp
         "error_code": error_code,
         "template": template_text,
     }
-    return json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL_JSON.encode(parts)
 
 
 def fingerprint(failure: Failure) -> Fingerprint:
@@ -465,8 +473,14 @@ def _run(text: str, rules: tuple[Rule, ...]) -> tuple[str, list[tuple[str, str]]
     has_digit = _DIGIT.search(text) is not None
     tokens = _Tokens()
     for rule in rules:
-        if (rule.digits and not has_digit) or (rule.needs and not any(n in lowered for n in rule.needs)):
+        if rule.digits and not has_digit:
             continue
+        if rule.needs:
+            for needle in rule.needs:
+                if needle in lowered:
+                    break
+            else:
+                continue
         if rule.gate is not None and rule.gate.search(text) is None:
             continue
         text = rule.pattern.sub(_replacer(rule, tokens), text)
@@ -475,38 +489,47 @@ def _run(text: str, rules: tuple[Rule, ...]) -> tuple[str, list[tuple[str, str]]
 
 
 def _replacer(rule: Rule, tokens: _Tokens) -> Callable[[re.Match[str]], str]:
-    handler = rule.handler
-    if handler is not None:
-        return lambda match: handler(match, tokens)
-    groups = [name for name in ("v", "w") if name in rule.pattern.groupindex]
-    if not groups:
-        kind = rule.kind
-        if kind:
-            return lambda match: tokens.token(kind, match.group())
-        return lambda match: tokens.token(str(match.lastgroup).partition("__")[0], match.group())
+    # partial() binds without an extra Python frame per match.
+    if rule.handler is not None:
+        return partial(rule.handler, tokens)
+    if not rule.kind:
+        return partial(_by_group_name, tokens)
+    if rule.groups:
+        return partial(_replace_group, tokens, rule.kind, rule.groups)
+    return partial(_replace_whole, tokens, rule.kind)
 
-    def replace_group(match: re.Match[str]) -> str:
-        name = next((name for name in groups if match.start(name) >= 0), None)
-        whole = match.group()
-        if name is None:
-            return tokens.token(rule.kind, whole)
-        start, end = match.start(name) - match.start(), match.end(name) - match.start()
-        return whole[:start] + tokens.token(rule.kind, match.group(name)) + whole[end:]
 
-    return replace_group
+def _replace_whole(tokens: _Tokens, kind: str, match: re.Match[str]) -> str:
+    return tokens.token(kind, match.group())
+
+
+def _by_group_name(tokens: _Tokens, match: re.Match[str]) -> str:
+    return tokens.token(str(match.lastgroup).partition("__")[0], match.group())
+
+
+def _replace_group(tokens: _Tokens, kind: str, groups: tuple[str, ...], match: re.Match[str]) -> str:
+    """Only the ``v`` (or ``w``) group of the match is replaced; the context around it stays."""
+    name = next((name for name in groups if match.start(name) >= 0), None)
+    whole = match.group()
+    if name is None:
+        return tokens.token(kind, whole)
+    start, end = match.start(name) - match.start(), match.end(name) - match.start()
+    return whole[:start] + tokens.token(kind, match.group(name)) + whole[end:]
 
 
 def _render(text: str, entries: list[tuple[str, str]], replaced: list[tuple[str, str]]) -> str:
     """Placeholders for replaced tokens, the original for protected ones; ``replaced`` in text order."""
+    return _TOKEN.sub(partial(_render_token, entries, replaced), text)
 
-    def render(match: re.Match[str]) -> str:
-        kind, original = entries[ord(match.group()) - _TOKEN_BASE]
-        if kind == KEEP:
-            return _render(original, entries, replaced) if _TOKEN.search(original) else original
-        replaced.append((kind, _recorded(kind, _expand(original, entries))))
-        return _PLACEHOLDERS[kind]
 
-    return _TOKEN.sub(render, text)
+def _render_token(
+    entries: list[tuple[str, str]], replaced: list[tuple[str, str]], match: re.Match[str]
+) -> str:
+    kind, original = entries[ord(match.group()) - _TOKEN_BASE]
+    if kind == KEEP:
+        return _render(original, entries, replaced) if _TOKEN.search(original) else original
+    replaced.append((kind, _recorded(kind, _expand(original, entries))))
+    return _PLACEHOLDERS[kind]
 
 
 def _expand(text: str, entries: list[tuple[str, str]]) -> str:

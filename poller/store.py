@@ -301,7 +301,8 @@ def _failure_values(f: Failure) -> dict[str, Any]:
 def _insert_ignore(session: Session, model: type[SQLModel], keys: list[str]) -> Any:
     dialect = session.get_bind().dialect.name
     maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    return maker(model).on_conflict_do_nothing(index_elements=keys)
+    # The Core table, not the ORM class: ORM bulk inserts cost more than the SQL itself at 10k rows/s.
+    return maker(model.__table__).on_conflict_do_nothing(index_elements=keys)  # type: ignore[attr-defined]
 
 
 def _engine(url: str) -> Engine:
