@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from poller.config import DEFAULT_CONFIG_PATH, Config, load_config
@@ -20,8 +18,20 @@ from poller.errors import ConfigError, ExtractError, PollerError, StoreError
 from poller.extractors import extract
 from poller.logs import setup_logging
 from poller.models import Failure, iso
+from poller.onboarding import CREDENTIALS
 from poller.pipeline import TickResult, process, tick
-from poller.render import clip, console, make_console, print_failures, print_tick_results, print_tickets, ticket_json
+from poller.render import (
+    console,
+    incident_json,
+    make_console,
+    print_failures,
+    print_incident,
+    print_incidents,
+    print_status,
+    print_tick_results,
+    print_tickets,
+    ticket_json,
+)
 from poller.sources import build_sources
 from poller.store import Store
 
@@ -47,7 +57,7 @@ def open_config(path: str) -> Config:
         config = load_config(path)
     except ConfigError as exc:
         fail(f"config {path}: {exc}", EXIT_CONFIG)
-    setup_logging(config.logging.level, config.logging.format)
+    setup_logging(config.logging.level, config.logging.format, config.logging.levels)
     return config
 
 
@@ -94,26 +104,29 @@ def once(config_path: str, only: str | None, wait: bool) -> None:
               help="Seconds a stop waits for a running tick before leaving it uncommitted.")
 def run(config_path: str, wait: bool, shutdown_timeout: float) -> None:
     """The daemon: each source ticks at its interval; SIGTERM/SIGINT stop cleanly, SIGHUP reloads."""
-    from poller.daemon import Daemon
+    from poller.daemon import Daemon, exit_now
 
     config = open_config(config_path)
     with owned(config, wait):
         store = open_store(config)
+        daemon = Daemon(config, store, _credential, shutdown_timeout=shutdown_timeout)
         try:
             _credential(config)  # a bad credential setting is a config error before the daemon starts
-            Daemon(config, store, _credential, shutdown_timeout=shutdown_timeout).run(
-                lambda: load_config(config_path)
-            )
+            daemon.run(lambda: load_config(config_path))
         except ConfigError as exc:
             fail(f"config {config_path}: {exc}", EXIT_CONFIG)
+        except PollerError as exc:
+            fail(str(exc), EXIT_FAILED)
         finally:
             store.close()
+        if daemon.abandoned:  # a tick stuck past --shutdown-timeout: its thread would hold up a normal exit
+            exit_now(EXIT_OK)
 
 
 @main.command()
 @config_option
 @click.option("--since", required=True, help="Start: 2026-11-01, 2026-11-01T06:00Z, or 7d (ago).")
-@click.option("--until", default=None, help="End (default: now), same forms.")
+@click.option("--until", default=None, help="End (default: now), same forms; durations count from this hour.")
 @click.option("--source", "only", help="Only this source.")
 @click.option("--chunk", default="6h", show_default=True, help="Window per query.")
 @click.option("--dry-run", is_flag=True, help="Extract and count; store nothing, no tickets.")
@@ -121,7 +134,7 @@ def run(config_path: str, wait: bool, shutdown_timeout: float) -> None:
 def backfill(config_path: str, since: str, until: str | None, only: str | None, chunk: str, dry_run: bool,
              wait: bool) -> None:
     """Re-read history in chunks with its own resumable cursor; the live cursor never moves."""
-    from poller.backfill import Plan, parse_when, run_backfill
+    from poller.backfill import Plan, backfill_source, parse_when
     from poller.config import parse_duration
 
     config = open_config(config_path)
@@ -132,19 +145,19 @@ def backfill(config_path: str, since: str, until: str | None, only: str | None, 
         step = parse_duration(chunk)
     except ValueError as exc:
         fail(str(exc), EXIT_CONFIG)
-    if start >= end:
-        fail(f"--since ({iso(start)}) must be before --until ({iso(end)})", EXIT_CONFIG)
-    with owned(config, wait):
+    if start >= end or step <= timedelta(0):
+        fail(f"--since ({iso(start)}) must be before --until ({iso(end)}), and --chunk positive", EXIT_CONFIG)
+    with nullcontext() if dry_run else owned(config, wait):  # a dry run writes nothing: it may run beside `run`
         store = open_store(config)
         try:
             ok = True
             for source in build_sources(config, _credential(config), only):
-                plan = Plan(source, start, end, step)
-                with backfill_progress(source.name) as on_chunk:
-                    results = run_backfill(plan, store, now, dry_run=dry_run, on_chunk=on_chunk)
-                source.close()
+                plan = Plan(source, start, end, step, open_ended=until is None)
+                try:
+                    results = backfill_source(plan, store, now, console, err_console, dry_run=dry_run)
+                finally:
+                    source.close()
                 ok = ok and all(r.ok for r in results)
-                print_backfill(source.name, results, dry_run)
             if not dry_run:
                 process(store, datetime.now(UTC))
         except ConfigError as exc:
@@ -152,32 +165,6 @@ def backfill(config_path: str, since: str, until: str | None, only: str | None, 
         finally:
             store.close()
     sys.exit(EXIT_OK if ok else EXIT_FAILED)
-
-
-@contextmanager
-def backfill_progress(name: str) -> Iterator[Callable[[TickResult, int, int], None]]:
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("rows {task.fields[rows]} · failures {task.fields[failures]}"), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task(f"backfill {name}", total=None, rows=0, failures=0)
-        totals = [0, 0]
-
-        def on_chunk(result: TickResult, index: int, count: int) -> None:
-            totals[0] += result.rows_read
-            totals[1] += result.failures
-            progress.update(task, completed=index, total=count, rows=totals[0], failures=totals[1])
-
-        yield on_chunk
-
-
-def print_backfill(name: str, results: Sequence[TickResult], dry_run: bool) -> None:
-    rows = sum(r.rows_read for r in results)
-    found = sum(r.failures for r in results)
-    added = sum(r.added for r in results)
-    errors = [r.error for r in results if r.error]
-    verb = "would add (dry run)" if dry_run else "new"
-    console.print(f"{name}: {len(results)} chunk(s), {rows} rows, {found} failures, {added if not dry_run else found} "
-                  f"{verb}" + (f" — stopped: {errors[0]} (re-run the same command to resume)" if errors else ""))
 
 
 def check_source_name(config: Config, config_path: str, only: str | None) -> None:
@@ -217,7 +204,8 @@ def _credential(config: Config) -> Any:
 
 
 @main.command("extract")
-@click.option("--service", type=click.Choice(["adf"]), help="Skip detection: read the files as this service.")
+@click.option("--service", type=click.Choice(["adf", "synapse", "functions", "databricks"]),
+              help="Skip detection: read the files as this service.")
 @click.option("--raw", is_flag=True, help="Include the raw record in each failure.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def extract_cmd(service: str | None, raw: bool, files: tuple[str, ...]) -> None:
@@ -280,55 +268,120 @@ def tickets_list(config_path: str, fmt: str) -> None:
     print_tickets(rows)
 
 
+@main.group()
+def incidents() -> None:
+    """Incidents: failures grouped by cause, each explained once."""
+
+
+@incidents.command("list")
+@config_option
+@format_option
+@click.option("--status", "state", type=click.Choice(["open", "remediating", "resolved"]), help="Only this status.")
+@click.option("--limit", type=int, default=100, show_default=True, help="Most recent N (0 = all).")
+def incidents_list(config_path: str, fmt: str, state: str | None, limit: int) -> None:
+    """List incidents, most recently seen first."""
+    rows = open_store(open_config(config_path)).incidents(status=state, limit=limit or None)
+    if fmt == "json":
+        click.echo(json.dumps([incident_json(i) for i in rows], indent=2))
+        return
+    print_incidents(rows)
+
+
+@incidents.command("show")
+@config_option
+@format_option
+@click.argument("incident_id", type=int)
+def incidents_show(config_path: str, fmt: str, incident_id: int) -> None:
+    """One incident: its RCA, affected runs, failures, tickets and LLM calls."""
+    found = open_store(open_config(config_path)).incident(incident_id)
+    if found is None:
+        fail(f"no incident {incident_id}", EXIT_FAILED)
+    incident, failures_, tickets_, calls = found
+    if fmt == "json":
+        body = incident_json(incident) | {
+            "affected_runs": sorted({f.run_id for f in failures_ if f.run_id}),
+            "failures": [f.to_json() for f in failures_],
+            "tickets": [ticket_json(t) for t in tickets_],
+            "llm_calls": [{"provider": c.provider, "model": c.model, "status": c.status, "error": c.error,
+                           "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                           "cost": c.cost, "at": iso(c.at)} for c in calls],
+        }
+        click.echo(json.dumps(body, indent=2))
+        return
+    print_incident(incident, failures_, tickets_, calls)
+
+
 @main.command()
 @config_option
 @format_option
-def status(config_path: str, fmt: str) -> None:
-    """Per source: cursor, lag, last tick, last error, backlog."""
+@click.option("--check", "check_health", is_flag=True,
+              help="Exit 1 when an enabled source has no successful tick within metrics.stale_after.")
+def status(config_path: str, fmt: str, check_health: bool) -> None:
+    """Per source: cursor, lag, last tick, health, last error, backlog."""
+    from poller.metrics import source_statuses
+
     config = open_config(config_path)
-    store = open_store(config)
-    now = datetime.now(UTC)
-    checkpoints = {c.name: c for c in store.checkpoints()}
-    rows = [_status_row(name, checkpoints.get(name), store.backlog(name), now) for name in config.sources]
+    statuses = source_statuses(config, open_store(config), datetime.now(UTC))
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table("source", "cursor", "lag", "last tick", "last success", "last error", "backlog", title="status")
-    for r in rows:
-        lag = f"{r['lag_seconds']:.0f}s" if r["lag_seconds"] is not None else "never ticked"
-        table.add_row(r["source"], r["cursor"] or "-", lag, r["last_tick_at"] or "-", r["last_success_at"] or "-",
-                      clip(r["last_error"] or "", 70), str(r["backlog"]))
-    console.print(table)
+        click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
+    else:
+        print_status(statuses)
+    stale = [s.source for s in statuses if s.stale]
+    if check_health and stale:
+        fail(f"stale: {', '.join(stale)} (no successful tick within stale_after)", EXIT_FAILED)
 
 
-def _status_row(name: str, c: Any, backlog: int, now: datetime) -> dict[str, Any]:
-    def when(value: datetime | None) -> str | None:
-        return iso(value) if value else None
+@main.command()
+@config_option
+@format_option
+def check(config_path: str, fmt: str) -> None:
+    """Validate the config, then test the state store and each source's and sink's access."""
+    from poller.checks import config_error, run_checks
+    from poller.render import print_checks
 
-    return {
-        "source": name,
-        "cursor": when(c.cursor) if c else None,
-        "lag_seconds": (now - c.cursor).total_seconds() if c and c.cursor else None,
-        "last_tick_at": when(c.last_tick_at) if c else None,
-        "last_success_at": when(c.last_success_at) if c else None,
-        "last_error": c.last_error if c else None,
-        "last_error_at": when(c.last_error_at) if c else None,
-        "backlog": backlog,
-    }
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        results = [config_error(config_path, exc)]
+    else:
+        setup_logging(config.logging.level, config.logging.format, config.logging.levels)
+        results = run_checks(config, config_path)
+    if fmt == "json":
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        print_checks(results)
+    sys.exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
 
 
 @main.command()
 @click.option("--path", "target", type=click.Path(dir_okay=False), default=DEFAULT_CONFIG_PATH, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(target: str, force: bool) -> None:
-    """Write an annotated config to start from."""
-    from importlib import resources
+@click.option("--source", "source_name", help="Name of the first source  [default: adf-prod]")
+@click.option("--workspace-id", help="Its Log Analytics Workspace ID  [default: ${LA_WORKSPACE_ID}]")
+@click.option("--endpoint", help="Log Analytics endpoint (sovereign clouds, proxies).")
+@click.option("--credential", type=click.Choice(CREDENTIALS), help="How to authenticate to Azure.")
+@click.option("--interval", help="How often to poll it  [default: 60s]")
+@click.option("--state", help="SQLite state file  [default: ./rca-poller.db]")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve /metrics and /healthz on localhost.")
+@click.option("--interactive/--no-interactive", default=None, help="Ask for each setting [default: on a terminal].")
+def init(target: str, force: bool, source_name: str | None, workspace_id: str | None, endpoint: str | None,
+         credential: str | None, interval: str | None, state: str | None, metrics_port: int | None,
+         interactive: bool | None) -> None:
+    """Write an annotated config to start from: prompts on a terminal, or flags for scripts."""
+    from poller.onboarding import Answers, ask, render_config
 
     path = Path(target)
     if path.exists() and not force:
         fail(f"{path} exists; pass --force to overwrite it", EXIT_FAILED)
-    path.write_text(resources.files("poller").joinpath("config.example.yaml").read_text(encoding="utf-8"))
-    console.print(f"wrote {path} — edit sources, then run: rca-poller once --config {path}")
+    answers = Answers(source_name, workspace_id, endpoint, credential, interval, state, metrics_port)
+    if interactive or (interactive is None and not answers.given() and sys.stdin.isatty()):
+        answers = ask(click.prompt, click.confirm, answers)
+    try:
+        text = render_config(answers)
+    except ValueError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    path.write_text(text, encoding="utf-8")
+    console.print(f"wrote {path} — next: rca-poller check --config {path}, then rca-poller once --config {path}")
 
 
 @main.command()

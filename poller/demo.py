@@ -15,7 +15,12 @@ import yaml
 from rich.console import Console
 
 from poller.config import Config, parse_config
+from poller.emulators.databricks import DEMO_DATA_DIR as DATABRICKS_DEMO_DATA
+from poller.emulators.databricks import DatabricksEmulator
 from poller.emulators.log_analytics import LogAnalyticsEmulator
+from poller.emulators.synapse import DEMO_DATA as SYNAPSE_DEMO_DATA
+from poller.emulators.synapse import SynapseEmulator, load_runs
+from poller.emulators.tls import ThrowawayCA
 from poller.models import iso
 from poller.pipeline import TickResult, process, tick
 from poller.sources import build_sources
@@ -26,7 +31,16 @@ DATA = Path(__file__).parent / "emulators" / "data" / "demo"
 DATA_EPOCH = datetime(2026, 11, 29, 10, 15, tzinfo=UTC)
 SECOND_TICK_AFTER = timedelta(minutes=15)
 DEMO_TOKEN = "demo-token-not-a-secret"
-TIME_COLUMNS = ("TimeGenerated", "Start", "End")
+TIME_COLUMNS = ("TimeGenerated", "Start", "End", "start_t", "end_t")
+#: Every table the demo workspace holds: ADF in both modes (a legacy factory, and one migrating), Synapse, Functions.
+DEMO_TABLES = (
+    "ADFActivityRun", "ADFPipelineRun", "AzureDiagnostics", "SynapseIntegrationPipelineRuns",
+    "SynapseIntegrationActivityRuns", "AppExceptions", "FunctionAppLogs",
+)
+DEMO_SYNAPSE_WORKSPACE = "syn-analytics-prod"
+DATABRICKS_TOKEN_ENV = "RCA_DEMO_DATABRICKS_TOKEN"
+#: The demo workspace's run that is still going at tick 1 and fails before tick 2.
+DATABRICKS_LATE_RUN, DATABRICKS_LATE_TASK = 550120987700401, 550120987700451
 
 
 class DemoClock:
@@ -44,22 +58,34 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     # Tick 1 runs "fifteen minutes ago" and tick 2 now, so the state the demo leaves reads as current.
     clock = DemoClock(datetime.now(UTC).replace(microsecond=0) - SECOND_TICK_AFTER)
-    tables = ("ADFActivityRun", "ADFPipelineRun")
-    with demo_environment() as env, LogAnalyticsEmulator(clock=clock, empty_tables=tables) as la:
-        env["REQUESTS_CA_BUNDLE"] = str(la.ca_path)
+    ca = ThrowawayCA(workdir)  # one CA for both emulators: one REQUESTS_CA_BUNDLE
+    shift = clock.now - DATA_EPOCH
+    with (
+        demo_environment() as env,
+        LogAnalyticsEmulator(clock=clock, ca=ca) as la,
+        SynapseEmulator(load_runs(SYNAPSE_DEMO_DATA), ca=ca) as synapse,
+        DatabricksEmulator(DATABRICKS_DEMO_DATA, workspace_id="2567941339669575") as dbx,
+    ):
+        env["REQUESTS_CA_BUNDLE"] = str(ca.ca_path)
         env["AZURE_ACCESS_TOKEN"] = DEMO_TOKEN
-        load_demo_rows(la, clock.now - DATA_EPOCH)
-        config_path = write_config(workdir, la)
+        load_demo_rows(la, shift)
+        synapse.shift(shift)
+        env[DATABRICKS_TOKEN_ENV] = dbx.token
+        dbx.rebase(_ms(clock.now - timedelta(minutes=2)))  # the newest Databricks event: just before tick 1
+        config_path = write_config(workdir, la, synapse, dbx)
         config = parse_config(yaml.safe_load(config_path.read_text()), {})
-        console.rule("rca-poller demo — offline, against the built-in Log Analytics emulator")
-        console.print(f"emulator: {la.url} (workspace {la.workspace_id}); config: {config_path}")
+        console.rule("rca-poller demo — offline, against the built-in Log Analytics, Synapse and Databricks emulators")
+        console.print(f"emulator: {la.url} (workspace {la.workspace_id}); Synapse {DEMO_SYNAPSE_WORKSPACE}: "
+                      f"{synapse.url}; Databricks: {dbx.url}; config: {config_path}")
         store = Store(config.state.url)
         try:
             first = run_tick(console, config, store, clock, "tick 1 (15 minutes ago, simulated)")
+            fail_running_databricks_run(dbx, clock.now + timedelta(minutes=6))
             clock.now += SECOND_TICK_AFTER
             second = run_tick(console, config, store, clock, "tick 2 (15 minutes later, simulated)")
             process(store, clock.now)
-            show_results(console, store, first, second)
+            show_results(console, store, first["adf-demo"], second["adf-demo"])
+            show_databricks(console, first["dbx-demo"], second["dbx-demo"])
         finally:
             store.close()
     console.print(
@@ -72,17 +98,44 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
     )
 
 
-def run_tick(console: Console, config: Config, store: Store, clock: DemoClock, title: str) -> TickResult:
-    (source,) = build_sources(config, _credential(config))
-    try:
-        result = tick(source, store, clock.now)
-    finally:
-        source.close()
-    if not result.ok:
-        raise RuntimeError(f"demo tick failed: {result.error}")
-    console.print(f"{title}: read {result.rows_read} rows → {result.failures} failures "
-                  f"({result.added} new), {result.quarantined} quarantined")
-    return result
+def run_tick(console: Console, config: Config, store: Store, clock: DemoClock, title: str) -> dict[str, TickResult]:
+    results: dict[str, TickResult] = {}
+    for source in build_sources(config, _credential(config)):
+        try:
+            result = tick(source, store, clock.now)
+        finally:
+            source.close()
+        if not result.ok:
+            raise RuntimeError(f"demo tick of {source.name} failed: {result.error}")
+        console.print(f"{title}, {source.name}: read {result.rows_read} rows → {result.failures} failures "
+                      f"({result.added} new), {result.quarantined} quarantined")
+        results[source.name] = result
+    return results
+
+
+def fail_running_databricks_run(dbx: DatabricksEmulator, at: datetime) -> None:
+    """Between the ticks, the hourly run that tick 1 saw running fails."""
+    dbx.finish_run(DATABRICKS_LATE_RUN, "FAILED", end_time=_ms(at),
+                   state_message="Task load_events failed with message: Workload failed, see run output for details.")
+    dbx.set_output(DATABRICKS_LATE_TASK,
+                   error="AnalysisException: [DELTA_CONCURRENT_APPEND] ConcurrentAppendException: Files were added to "
+                   "the root of the table by a concurrent update. Please try the operation again.",
+                   error_trace="\x1b[0;31mConcurrentAppendException\x1b[0m   Traceback (most recent call last)")
+
+
+def show_databricks(console: Console, first: TickResult, second: TickResult) -> None:
+    console.print(
+        f"Databricks (dbx-demo, through databricks-sdk): tick 1 stored {first.added} failures — failed and "
+        "timed-out job tasks with the error of the attempt that failed last (the retried ingest_orders once), "
+        "none for the tasks skipped because an upstream task failed; an unexpected cluster termination, a failed "
+        "start over the Azure quota, lost nodes, a driver not responding, a failing init script; and a library "
+        f"that cannot install. Tick 2 added {second.added}: the hourly-web-events run, still running at tick 1, "
+        "failed in between — caught once, from the task run's own output."
+    )
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def show_results(console: Console, store: Store, first: TickResult, second: TickResult) -> None:
@@ -94,10 +147,14 @@ def show_results(console: Console, store: Store, first: TickResult, second: Tick
         console.print(f"quarantined: {row.reason}")
     console.print(
         f"Tick 1 stored {first.added} failures. Tick 2 added {second.added}: the Databricks notebook failure, whose "
-        "log row was ingested 15 minutes late and so invisible to tick 1, and the parameter error of "
-        "pl_monthly_close, judged once its pipeline row had settled (a failed pipeline with no failed activity). "
-        "The ForEach wrapper and the heartbeat row made no failure of their own, each failed pipeline run "
-        "appears once, and the row with no run id was quarantined once, though both ticks read it."
+        "log row was ingested 15 minutes late and so invisible to tick 1, and the failed pipelines with no failed "
+        "activity (pl_monthly_close, the legacy pl_fx_revaluation, Synapse's pl_archive_raw), each judged once its "
+        "pipeline row had settled. The ForEach wrappers and heartbeat rows made no failure of their own, each failed "
+        "pipeline run appears once, and the row with no run id was quarantined once, though both ticks read it. "
+        "The legacy factory adf-finance-legacy logs to AzureDiagnostics, and its failures read like the others; the "
+        "fx-rates call, logged in both modes while its factory migrates, is one failure. The Synapse logs carry no "
+        "error text: it was fetched from the workspace's pipeline-run API. ProcessOrder's exception, logged three "
+        "times, is one Functions failure with the innermost SQL error."
     )
 
 
@@ -109,7 +166,7 @@ def write_sample_alert(workdir: Path) -> Path:
 
 
 def load_demo_rows(la: LogAnalyticsEmulator, shift: timedelta) -> None:
-    for table in ("ADFActivityRun", "ADFPipelineRun"):
+    for table in DEMO_TABLES:
         rows = json.loads((DATA / f"{table}.json").read_text(encoding="utf-8"))
         la.add_rows(table, [shifted(row, shift) for row in rows])
 
@@ -123,12 +180,15 @@ def shifted(row: dict[str, Any], shift: timedelta) -> dict[str, Any]:
     return out
 
 
-def write_config(workdir: Path, la: LogAnalyticsEmulator) -> Path:
+def write_config(workdir: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulator, dbx: DatabricksEmulator) -> Path:
     config = {
         "state": {"url": f"sqlite:///{workdir / 'rca-poller.db'}"},
         "azure": {"credential": "access_token_env", "access_token_env": "AZURE_ACCESS_TOKEN"},
         "sources": {"adf-demo": {"type": "log_analytics", "workspace_id": la.workspace_id, "endpoint": la.url,
-                                 "initial_lookback": "2h"}},
+                                 "initial_lookback": "2h", "services": ["adf", "synapse", "functions"],
+                                 "synapse_endpoints": {DEMO_SYNAPSE_WORKSPACE: synapse.url}},
+                    "dbx-demo": {"type": "databricks", "host": dbx.url, "token_env": DATABRICKS_TOKEN_ENV,
+                                 "initial_lookback": "12h", "requests_per_second": 50}},
     }
     path = workdir / "config.yaml"
     path.write_text("# Written by `rca-poller demo`; the emulator it points at is gone once the demo ends.\n"
@@ -139,7 +199,7 @@ def write_config(workdir: Path, la: LogAnalyticsEmulator) -> Path:
 @contextmanager
 def demo_environment() -> Iterator[dict[str, str]]:
     """Environment variables the demo sets for its own clients, restored afterwards."""
-    names = ("REQUESTS_CA_BUNDLE", "AZURE_ACCESS_TOKEN")
+    names = ("REQUESTS_CA_BUNDLE", "AZURE_ACCESS_TOKEN", DATABRICKS_TOKEN_ENV)
     saved = {name: os.environ.get(name) for name in names}
 
     class Env(dict[str, str]):

@@ -38,6 +38,7 @@ from poller.models import Failure
 
 __all__ = [
     "FINGERPRINT_VERSION",
+    "PLACEHOLDERS",
     "RULES",
     "Fingerprint",
     "Rule",
@@ -51,10 +52,14 @@ __all__ = [
 
 #: Bump when a rule change regroups incidents; it is part of every hash.
 FINGERPRINT_VERSION = "fp1"
-#: Longer messages keep their head and tail (a Python traceback ends with its exception).
-MAX_INPUT_CHARS = 4096
+#: A longer message keeps its first and last lines (by count, so repeats cut alike), then a hard cut.
+MAX_INPUT_CHARS = 16384
+HEAD_LINES = 100
+TAIL_LINES = 30
+#: A longer template keeps its head and tail: a Python traceback ends with its exception. Cutting the
+#: template rather than the raw text cuts every repeat of one cause at the same place.
+MAX_TEMPLATE_CHARS = 4096
 HEAD_CHARS = 3072
-TAIL_CHARS = MAX_INPUT_CHARS - HEAD_CHARS
 ELISION = "\n[…]\n"
 REDACTED = "[redacted]"
 KEEP = "keep"
@@ -380,7 +385,8 @@ RESOURCE_RULES: tuple[Rule, ...] = (
           handler=_digit_form),
 )
 
-_PLACEHOLDERS = {kind: f"<{kind}>" for kind in (
+#: Every kind of replacement and the placeholder it leaves in the template.
+PLACEHOLDERS = {kind: f"<{kind}>" for kind in (
     "guid", "ts", "date", "time", "duration", "cluster_id", "id", "ip", "email", "hex", "num", "url", "sas",
     "secret", "path", "value",
 )}
@@ -388,15 +394,22 @@ _PLACEHOLDERS = {kind: f"<{kind}>" for kind in (
 
 def template(message: str) -> Template:
     """The message with GUIDs, times, ids, numbers, URLs, secrets and data values replaced by placeholders."""
-    text, truncated = _cap(message)
-    return Template(*_run(_normalise(text), RULES), raw=message, truncated=truncated)
+    text, truncated = _cap_input(message)
+    text, entries = _tokenise(_normalise(text), RULES)
+    if len(text) > MAX_TEMPLATE_CHARS:
+        text, truncated = _head_and_tail(text, HEAD_CHARS, MAX_TEMPLATE_CHARS - HEAD_CHARS), True
+    replaced: list[tuple[str, str]] = []
+    return Template(_render(text, entries, replaced), replaced, raw=message, truncated=truncated)
 
 
 @lru_cache(maxsize=4096)
 def resource_template(resource: str) -> str:
     """A resource name stable across runs: GUIDs, stamps and run numbers (``job-7-run-<num>``) templated."""
-    text, _ = _run(" ".join(resource.split()), RESOURCE_RULES)
-    return text
+    name = " ".join(resource.split())
+    if _DIGIT.search(name) is None:
+        return name
+    text, entries = _tokenise(name, RESOURCE_RULES)
+    return _render(text, entries, [])
 
 
 def canonical_key(service: str, resource: str, scope: str, error_code: str, template_text: str) -> str:
@@ -434,11 +447,21 @@ def scope_of(failure: Failure) -> str:
     return task_key.strip() if isinstance(task_key, str) else ""
 
 
-def _cap(text: str) -> tuple[str, bool]:
-    """Head and tail of an over-long message, cut at line (else word) ends so the seams move little."""
+def _cap_input(text: str) -> tuple[str, bool]:
+    """An over-long message's first and last lines; if still too long, its head and tail characters."""
     if len(text) <= MAX_INPUT_CHARS:
         return text, False
-    return _cut_end(text[:HEAD_CHARS]) + ELISION + _cut_start(text[-TAIL_CHARS:]), True
+    lines = text.splitlines()
+    if len(lines) > HEAD_LINES + TAIL_LINES:
+        text = "\n".join(lines[:HEAD_LINES]) + ELISION + "\n".join(lines[-TAIL_LINES:])
+    if len(text) > MAX_INPUT_CHARS:
+        text = _head_and_tail(text, MAX_INPUT_CHARS * 3 // 4, MAX_INPUT_CHARS // 4)
+    return text, True
+
+
+def _head_and_tail(text: str, head: int, tail: int) -> str:
+    """The first ``head`` and last ``tail`` characters, cut back to line (else word) ends."""
+    return _cut_end(text[:head]) + ELISION + _cut_start(text[-tail:])
 
 
 def _cut_end(head: str) -> str:
@@ -468,7 +491,8 @@ def _normalise(text: str) -> str:
     return "\n".join(joined for line in text.splitlines() if (joined := " ".join(line.split())))
 
 
-def _run(text: str, rules: tuple[Rule, ...]) -> tuple[str, list[tuple[str, str]]]:
+def _tokenise(text: str, rules: tuple[Rule, ...]) -> tuple[str, list[tuple[str, str]]]:
+    """The text with every replaced or protected span turned into a token, and the tokens' entries."""
     lowered = f" {text.lower()} "
     has_digit = _DIGIT.search(text) is not None
     tokens = _Tokens()
@@ -484,8 +508,7 @@ def _run(text: str, rules: tuple[Rule, ...]) -> tuple[str, list[tuple[str, str]]
         if rule.gate is not None and rule.gate.search(text) is None:
             continue
         text = rule.pattern.sub(_replacer(rule, tokens), text)
-    replaced: list[tuple[str, str]] = []
-    return _render(text, tokens.entries, replaced), replaced
+    return text, tokens.entries
 
 
 def _replacer(rule: Rule, tokens: _Tokens) -> Callable[[re.Match[str]], str]:
@@ -529,7 +552,7 @@ def _render_token(
     if kind == KEEP:
         return _render(original, entries, replaced) if _TOKEN.search(original) else original
     replaced.append((kind, _recorded(kind, _expand(original, entries))))
-    return _PLACEHOLDERS[kind]
+    return PLACEHOLDERS[kind]
 
 
 def _expand(text: str, entries: list[tuple[str, str]]) -> str:

@@ -6,16 +6,18 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from poller.config import RcaConfig
 from poller.errors import ExtractError, SourceError
 from poller.models import Failure
-from poller.rca.rules import probable_cause
 from poller.sources.base import Source, Window
-from poller.store import Store, insert_tickets, mark_processed, pending_failures
+from poller.store import Store
+
+if TYPE_CHECKING:
+    from poller.incidents import Processor
 
 log = logging.getLogger("poller.pipeline")
-PROCESS_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,27 +113,10 @@ def tick(
     return result
 
 
-def process(store: Store, now: datetime) -> int:
-    """Give every pending failure its local ticket, oldest first; each batch commits with its progress."""
-    done = 0
-    while True:
-        with store.session() as session:
-            rows = pending_failures(session, PROCESS_BATCH)
-            if not rows:
-                return done
-            insert_tickets(session, [_ticket(row.to_failure(), now) for row in rows])
-            mark_processed(session, [row.id for row in rows if row.id is not None], now)
-            done += len(rows)
+def process(store: Store, now: datetime, processor: Processor | None = None) -> int:
+    """Run the processor (incidents, RCA, local tickets); returns how many failures it grouped."""
+    from poller.incidents import Processor as DefaultProcessor
+    from poller.rca import RcaEngine
 
-
-def _ticket(failure: Failure, now: datetime) -> dict[str, Any]:
-    where = failure.metadata.get("activity_name") or failure.resource
-    title = f"[{failure.service}] {failure.resource}: {where} failed ({failure.error_code or 'no code'})"
-    return {
-        "sink": "local",
-        "failure_key": failure.key,
-        "title": title[:300],
-        "probable_cause": probable_cause(failure),
-        "status": "open",
-        "created_at": now,
-    }
+    processor = processor or DefaultProcessor(engine=RcaEngine(RcaConfig()))
+    return processor.run(store, now).grouped

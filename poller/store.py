@@ -4,120 +4,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel, col
+from sqlmodel import SQLModel, col
 
 from poller.errors import StoreError
 from poller.models import Failure, dumps
+from poller.schema import (
+    SCHEMA_VERSION,
+    CheckpointRow,
+    FailureRow,
+    IncidentRow,
+    QuarantineRow,
+    RcaCacheRow,
+    RcaCallRow,
+    SchemaVersionRow,
+    TicketRow,
+    migrate,
+)
 
-SCHEMA_VERSION = 1
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Times are stored as naive UTC and always read back timezone-aware."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None else None
-
-
-def _time(**kw: Any) -> Any:
-    return Field(sa_type=UTCDateTime, **kw)
-
-
-class FailureRow(SQLModel, table=True):
-    __tablename__ = "failures"
-    id: int | None = Field(default=None, primary_key=True)
-    key: str = Field(unique=True)
-    source: str = Field(index=True)
-    service: str
-    kind: str
-    resource: str
-    resource_id: str
-    run_id: str
-    error_code: str
-    error_message: str
-    failure_type: str
-    occurred_at: datetime = _time()
-    detected_at: datetime = _time()
-    metadata_json: str
-    raw_json: str
-    processed_at: datetime | None = _time(default=None, nullable=True, index=True)
-
-    def to_failure(self) -> Failure:
-        return Failure(
-            key=self.key, source=self.source, service=self.service, kind=self.kind, resource=self.resource,
-            resource_id=self.resource_id, run_id=self.run_id, error_code=self.error_code,
-            error_message=self.error_message, failure_type=self.failure_type, occurred_at=self.occurred_at,
-            detected_at=self.detected_at, metadata=json.loads(self.metadata_json), raw=json.loads(self.raw_json),
-        )
-
-
-class QuarantineRow(SQLModel, table=True):
-    """A record no rule could read, kept whole with the reason; re-reads of it are not stored twice."""
-
-    __tablename__ = "quarantine"
-    id: int | None = Field(default=None, primary_key=True)
-    source: str = Field(index=True)
-    digest: str = Field(unique=True)
-    reason: str
-    raw_json: str
-    detected_at: datetime = _time()
-
-
-class CheckpointRow(SQLModel, table=True):
-    """Per source (and per backfill job): where reading resumes, and how the last tick went."""
-
-    __tablename__ = "checkpoints"
-    name: str = Field(primary_key=True)
-    cursor: datetime | None = _time(default=None, nullable=True)
-    last_tick_at: datetime | None = _time(default=None, nullable=True)
-    last_success_at: datetime | None = _time(default=None, nullable=True)
-    last_error: str | None = None
-    last_error_at: datetime | None = _time(default=None, nullable=True)
-    rows_read: int = 0
-    failures_added: int = 0
-    quarantined: int = 0
-
-
-class TicketRow(SQLModel, table=True):
-    """The local sink: one row per new failure until incidents exist (provisional, issue 'Foundation')."""
-
-    __tablename__ = "tickets"
-    id: int | None = Field(default=None, primary_key=True)
-    sink: str = "local"
-    failure_key: str = Field(unique=True)
-    title: str
-    probable_cause: str
-    status: str = "open"
-    created_at: datetime = _time()
-
-
-class SchemaVersionRow(SQLModel, table=True):
-    __tablename__ = "schema_version"
-    version: int = Field(primary_key=True)
-    applied_at: datetime = _time()
-
+__all__ = [
+    "SCHEMA_VERSION", "CheckpointRow", "FailureRow", "IncidentRow", "QuarantineRow", "RcaCacheRow", "RcaCallRow",
+    "SchemaVersionRow", "Store", "TicketRow", "TickTransaction",
+]
 
 @dataclass(frozen=True, slots=True)
 class TickStats:
@@ -191,7 +110,7 @@ class Store:
         self.url = url
         self.engine = _engine(url)
         try:
-            SQLModel.metadata.create_all(self.engine)
+            migrate(self.engine)
             self._stamp_version()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open state store {url}: {exc.__class__.__name__}: {exc}") from exc
@@ -251,6 +170,31 @@ class Store:
             session.expunge_all()
             return rows
 
+    def incidents(self, *, status: str | None = None, limit: int | None = None) -> list[IncidentRow]:
+        query = select(IncidentRow).order_by(col(IncidentRow.last_seen).desc(), col(IncidentRow.id).desc())
+        if status:
+            query = query.where(col(IncidentRow.status) == status)
+        if limit:
+            query = query.limit(limit)
+        with Session(self.engine) as session:
+            rows = list(session.scalars(query))
+            session.expunge_all()
+            return rows
+
+    def incident(self, incident_id: int) -> tuple[IncidentRow, list[Failure], list[TicketRow], list[RcaCallRow]] | None:
+        """One incident with its failures (newest first), tickets and LLM calls."""
+        with Session(self.engine) as session:
+            incident = session.get(IncidentRow, incident_id)
+            if incident is None:
+                return None
+            failures = [row.to_failure() for row in session.scalars(
+                select(FailureRow).where(col(FailureRow.incident_id) == incident_id)
+                .order_by(col(FailureRow.occurred_at).desc()))]
+            tickets = list(session.scalars(select(TicketRow).where(col(TicketRow.incident_id) == incident_id)))
+            calls = list(session.scalars(select(RcaCallRow).where(col(RcaCallRow.incident_id) == incident_id)))
+            session.expunge_all()
+            return incident, failures, tickets, calls
+
     def quarantined(self) -> list[QuarantineRow]:
         with Session(self.engine) as session:
             rows = list(session.scalars(select(QuarantineRow).order_by(col(QuarantineRow.id))))
@@ -278,15 +222,6 @@ def pending_failures(session: Session, limit: int) -> list[FailureRow]:
         .limit(limit)
     )
     return list(session.scalars(query))
-
-
-def mark_processed(session: Session, ids: Iterable[int], now: datetime) -> None:
-    session.execute(update(FailureRow).where(col(FailureRow.id).in_(list(ids))).values(processed_at=now))
-
-
-def insert_tickets(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(_insert_ignore(session, TicketRow, ["failure_key"]), rows)
 
 
 def _failure_values(f: Failure) -> dict[str, Any]:

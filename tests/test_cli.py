@@ -289,6 +289,6 @@ def test_demo_runs_offline_and_fast(tmp_path: Path) -> None:
     assert elapsed < 20
     assert "pl_customer_features" in result.stdout and "quarantined" in result.stdout
     store = Store(f"sqlite:///{tmp_path / 'demo' / 'rca-poller.db'}")
-    assert store.count(FailureRow) == 5 and store.count(TicketRow) == 5
+    assert store.count(FailureRow) == 12 and store.count(TicketRow) == 12  # ADF (both modes), Synapse, Functions
     sample = run("extract", str(tmp_path / "demo" / "sample-alert.json"))
     assert sample.returncode == 0 and json.loads(sample.stdout)[0]["error_code"] == "TypeConversionFailure"

@@ -40,9 +40,12 @@ def test_interpolation_with_default_and_value() -> None:
         ({"statee": {}}, "statee: unknown key"),
         (
             {"sources": {"a": {"type": "hdinsight"}}},
-            "sources.a: unknown source type 'hdinsight' (known: log_analytics)",
+            "sources.a: unknown source type 'hdinsight' (known: log_analytics, databricks)",
         ),
-        ({"sources": {"a": {"workspace_id": "x"}}}, "sources.a: each source needs a 'type' (known: log_analytics)"),
+        (
+            {"sources": {"a": {"workspace_id": "x"}}},
+            "sources.a: each source needs a 'type' (known: log_analytics, databricks)",
+        ),
         (
             {"sources": {"a": {**LA, "interval": "soon"}}},
             "sources.a.interval: expected a duration such as 60s, 20m, 24h or 7d, got 'soon'",

@@ -2,7 +2,8 @@
 
 Accepted shapes: one Log Analytics row (a JSON object), a JSON array of rows or payloads, a Log Analytics API
 response (``{"tables": [{"name", "columns": [{"name", "type"}], "rows": [[...]]}]}``), and alert payloads
-(Azure Monitor common alert schema, legacy log alerts — see ``alerts``). Anything else raises
+(Azure Monitor common alert schema, legacy log alerts — see ``alerts``), and saved Databricks API responses,
+run bundles and job-notification webhooks (``databricks``). Anything else raises
 ``ExtractError`` with a one-line reason. Adding a service means one module and one ``EXTRACTORS`` entry.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from poller.errors import ExtractError
-from poller.extractors import adf, alerts
+from poller.extractors import adf, adf_diagnostics, alerts, databricks, functions, synapse
 from poller.models import Failure, Service
 
 Extractor = Callable[[Any], list[Failure]]
@@ -43,8 +44,28 @@ def extract_adf(payload: Any) -> list[Failure]:
     return walk(payload, adf.extract_row, alerts.extract_alert)
 
 
+def extract_synapse(payload: Any) -> list[Failure]:
+    """Every Synapse pipeline failure in a row, an array, a Log Analytics response or an alert."""
+    return walk(payload, synapse.extract_row, synapse.extract_alert)
+
+
+def extract_functions(payload: Any) -> list[Failure]:
+    """Every Azure Functions failure in a row, an array, a Log Analytics response or an alert."""
+    return walk(payload, functions.extract_row, functions.extract_alert)
+
+
+#: AzureDiagnostics ``ResourceProvider`` → the service whose legacy-mode rows it writes.
+PROVIDER_SERVICES: dict[str, str] = {
+    adf_diagnostics.PROVIDER: Service.ADF.value,
+    "MICROSOFT.SYNAPSE": Service.SYNAPSE.value,
+    "MICROSOFT.WEB": Service.FUNCTIONS.value,
+}
+
 EXTRACTORS: dict[str, Extractor] = {
     Service.ADF.value: extract_adf,
+    Service.SYNAPSE.value: extract_synapse,
+    Service.FUNCTIONS.value: extract_functions,
+    Service.DATABRICKS.value: databricks.extract_payload,
 }
 
 
@@ -72,6 +93,8 @@ def detect_service(payload: Any) -> str:
         return _alert_service(alerts.read_alert(mapping))
     if "tables" in mapping:
         return _one_service(alerts.rows_from_tables(mapping["tables"]), "Log Analytics response")
+    if databricks.looks_like_databricks(mapping):  # API responses, bundles and webhooks, by shape
+        return Service.DATABRICKS.value
     service = row_service(mapping)
     if service is None:
         keys = ", ".join(list(map(str, mapping))[:6]) or "none"
@@ -84,6 +107,9 @@ def row_service(row: Mapping[str, Any]) -> str | None:
     table = row.get("Type") or row.get("$table")
     if isinstance(table, str) and table in TABLE_SERVICES:
         return TABLE_SERVICES[table]
+    provider = row.get("ResourceProvider")
+    if isinstance(provider, str) and provider.upper() in PROVIDER_SERVICES:
+        return PROVIDER_SERVICES[provider.upper()]
     resource_id = row.get("_ResourceId") or row.get("ResourceId")
     if isinstance(resource_id, str):
         service = alerts.TARGET_SERVICES.get(alerts.arm_type(resource_id))
@@ -120,7 +146,14 @@ def walk(payload: Any, row_rule: RowRule, alert_rule: AlertRule) -> list[Failure
 
 
 def _alert_service(alert: alerts.Alert) -> str:
+    # ADF and Synapse rows share their column names: an alert that names Synapse (by its query's tables or its
+    # target) is Synapse's unless a row says otherwise by its table or resource id.
     services = {service for service in map(row_service, alert.rows) if service}
+    named = {service for service in map(_named_service, alert.rows) if service}
+    if len(named) == 1:
+        return named.pop()
+    if synapse.is_synapse_alert(alert) and not named:
+        return Service.SYNAPSE.value
     if Service.ADF.value in services or alerts.is_adf_alert(alert):
         return Service.ADF.value
     if services:
@@ -132,6 +165,13 @@ def _alert_service(alert: alerts.Alert) -> str:
     if target in (alerts.WORKSPACE_TYPE, alerts.APP_INSIGHTS_TYPE):
         raise ExtractError(f"alert on {target} carries no ADF, Synapse, Functions or Databricks rows")
     raise ExtractError(f"alert targets {target}, which rca-poller does not watch")
+
+
+def _named_service(row: Mapping[str, Any]) -> str | None:
+    """A row's service when its table, provider or resource id names it (column names alone do not)."""
+    evidence = {key: row[key] for key in ("Type", "$table", "ResourceProvider", "_ResourceId", "ResourceId")
+                if key in row}
+    return row_service(evidence) if evidence else None
 
 
 def _one_service(items: list[Any], what: str) -> str:
@@ -162,4 +202,7 @@ def _mapping(payload: Any) -> Mapping[str, Any]:
     return payload
 
 
-__all__ = ["EXTRACTORS", "TABLE_SERVICES", "detect_service", "extract", "extract_adf", "row_service", "walk"]
+__all__ = [
+    "EXTRACTORS", "TABLE_SERVICES", "detect_service", "extract", "extract_adf", "extract_functions",
+    "extract_synapse", "row_service", "walk",
+]

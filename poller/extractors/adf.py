@@ -12,18 +12,26 @@ rows that alerts carry (``poller.extractors.alerts``).
 DESIGN §5: ``run_id`` is the pipeline run id; ``error_code`` is the first named ``ErrorCode=<Name>`` inside
 the message, else the code column; the code column itself (usually numeric, "2200") is kept as
 ``metadata["adf_error_code"]``.
+
+Synapse pipelines run the same engine and log the same shapes: ``poller.extractors.synapse`` applies these rules
+with the Synapse :class:`RunFlavor` (its key prefix, workspace segment and monitoring link). ``AzureDiagnostics``
+rows (legacy mode) are first mapped to the resource-specific shape by ``poller.extractors.adf_diagnostics``, so a
+run gives the same Failure whichever table it was read from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from poller.errors import ExtractError
+from poller.extractors import adf_diagnostics
 from poller.extractors.cleaning import (
     CleanMessage,
     clean_message,
@@ -31,6 +39,7 @@ from poller.extractors.cleaning import (
     named_error_code,
     sql_error_number,
 )
+from poller.extractors.columns import NULL_TEXTS, as_int, json_object, parse_time, run_id, text
 from poller.models import Failure, Kind, Service
 
 ACTIVITY_TABLE = "ADFActivityRun"
@@ -68,80 +77,105 @@ FAILED = "Failed"
 #: ADF writes End = 1601-01-01T00:00:00Z while a run has not ended.
 END_SENTINEL_YEAR = 1601
 FALLBACK_MESSAGE = "Pipeline failed"
-MONITOR_URL = "https://adf.azure.com/en/monitoring/pipelineruns/{run_id}?factory={factory}"
 
-_NULL_TEXTS = frozenset({"null", "NULL", "Null"})
-_FACTORY_SEGMENT = "/factories/"
 # ARM ids are nearly always [A-Za-z0-9._-/]: then URL-encoding is only "/" → %2F, far cheaper than quote().
 _URL_PLAIN_ID = re.compile(r"[A-Za-z0-9._~/-]*")
 
 
-def extract_row(row: Any, *, fallback_message: str = "") -> Failure | None:
+@dataclass(frozen=True, slots=True)
+class RunFlavor:
+    """What differs between the services that log ADF-engine runs: names, keys and links."""
+
+    service: Service
+    label: str  # how errors name the service's rows: "ADF", "Synapse"
+    key_prefix: str  # adf:activity:<id>, synapse:pipeline:<id>
+    segment: str  # the ARM id segment that names the owning resource
+    owner_key: str  # metadata key of that resource's name: "factory", "workspace"
+    code_key: str  # metadata key of the (numeric) code column
+    monitor_url: str  # {run_id}, {resource_id} (URL-encoded ARM id)
+
+
+ADF = RunFlavor(
+    service=Service.ADF,
+    label="ADF",
+    key_prefix="adf",
+    segment="/factories/",
+    owner_key="factory",
+    code_key="adf_error_code",
+    monitor_url="https://adf.azure.com/en/monitoring/pipelineruns/{run_id}?factory={resource_id}",
+)
+
+
+def extract_row(row: Any, *, fallback_message: str = "", flavor: RunFlavor = ADF) -> Failure | None:
     """Dispatch on ``Type`` (or ``$table``), else on which run-id columns the row has."""
-    mapping = _mapping(row)
-    table = mapping.get("Type") or mapping.get("$table")
-    if table == ACTIVITY_TABLE:
-        return extract_activity(mapping, fallback_message=fallback_message)
-    if table == PIPELINE_TABLE:
-        return extract_pipeline(mapping, fallback_message=fallback_message)
-    if _text(mapping, "ActivityRunId"):
-        return extract_activity(mapping, fallback_message=fallback_message)
-    if _text(mapping, "RunId", "PipelineRunId"):
-        return extract_pipeline(mapping, fallback_message=fallback_message)
-    raise ExtractError("ADF row has no ActivityRunId, RunId or PipelineRunId")
+    given = _mapping(row, flavor)
+    table = given.get("Type") or given.get("$table")
+    if table == adf_diagnostics.TABLE:
+        return _from_diagnostics(given, fallback_message)
+    if table in (ACTIVITY_TABLE, "SynapseIntegrationActivityRuns"):
+        return extract_activity(given, fallback_message=fallback_message, flavor=flavor)
+    if table in (PIPELINE_TABLE, "SynapseIntegrationPipelineRuns"):
+        return extract_pipeline(given, fallback_message=fallback_message, flavor=flavor)
+    if text(given, "ActivityRunId"):
+        return extract_activity(given, fallback_message=fallback_message, flavor=flavor)
+    if text(given, "RunId", "PipelineRunId"):
+        return extract_pipeline(given, fallback_message=fallback_message, flavor=flavor)
+    raise ExtractError(f"{flavor.label} row has no ActivityRunId, RunId or PipelineRunId")
 
 
-def extract_activity(row: Any, *, fallback_message: str = "") -> Failure | None:
-    """An ``ADFActivityRun`` row → an activity_run failure keyed ``adf:activity:<ActivityRunId>``."""
-    mapping = _mapping(row)
-    if not _is_failed(mapping):
+def extract_activity(row: Any, *, fallback_message: str = "", flavor: RunFlavor = ADF) -> Failure | None:
+    """An activity-run row → an activity_run failure keyed ``<prefix>:activity:<ActivityRunId>``."""
+    given = _mapping(row, flavor)
+    if not _is_failed(given):
         return None
-    activity_run_id = _text(mapping, "ActivityRunId")
+    activity_run_id = run_id(text(given, "ActivityRunId"))
     if not activity_run_id:
-        raise ExtractError("ADF activity row has no ActivityRunId")
-    error = _error_object(mapping.get("Error"))
-    message = _message(mapping, error, fallback_message)
-    activity_type = _text(mapping, "ActivityType")
+        raise ExtractError(f"{flavor.label} activity row has no ActivityRunId")
+    error = json_object(given.get("Error"))
+    message = _message(given, error, fallback_message)
+    activity_type = text(given, "ActivityType")
     if message.forwarded and activity_type in CONTAINER_ACTIVITY_TYPES:
         return None
-    activity_name = _text(mapping, "ActivityName") or _text(error, "target")
     head = {
-        "activity_name": activity_name,
+        "activity_name": text(given, "ActivityName") or text(error, "target"),
         "activity_type": activity_type,
         "activity_run_id": activity_run_id,
     }
     return _failure(
-        mapping, error, message,
-        key=f"adf:activity:{activity_run_id}",
+        given, error, message,
+        key=f"{flavor.key_prefix}:activity:{activity_run_id}",
         kind=Kind.ACTIVITY_RUN,
-        run_id=_text(mapping, "PipelineRunId"),
+        run_id=run_id(text(given, "PipelineRunId")),
         head=head,
+        flavor=flavor,
     )
 
 
-def extract_pipeline(row: Any, *, fallback_message: str = "") -> Failure | None:
-    """An ``ADFPipelineRun`` row → a pipeline_run failure keyed ``adf:pipeline:<RunId>``."""
-    mapping = _mapping(row)
-    if not _is_failed(mapping):
+def extract_pipeline(row: Any, *, fallback_message: str = "", flavor: RunFlavor = ADF) -> Failure | None:
+    """A pipeline-run row → a pipeline_run failure keyed ``<prefix>:pipeline:<RunId>``."""
+    given = _mapping(row, flavor)
+    if not _is_failed(given):
         return None
-    run_id = _text(mapping, "RunId", "PipelineRunId")
-    if not run_id:
-        raise ExtractError("ADF pipeline row has no RunId")
-    key = f"adf:pipeline:{run_id}"
-    return extract_unkeyed(mapping, key, run_id=run_id, fallback_message=fallback_message)
+    pipeline_run_id = run_id(text(given, "RunId", "PipelineRunId"))
+    if not pipeline_run_id:
+        raise ExtractError(f"{flavor.label} pipeline row has no RunId")
+    key = f"{flavor.key_prefix}:pipeline:{pipeline_run_id}"
+    return extract_unkeyed(given, key, run_id=pipeline_run_id, fallback_message=fallback_message, flavor=flavor)
 
 
 def extract_unkeyed(
-    row: Any, key: str, *, run_id: str = "", fallback_message: str = ""
+    row: Any, key: str, *, run_id: str = "", fallback_message: str = "", flavor: RunFlavor = ADF
 ) -> Failure | None:
     """A pipeline_run failure under a key the caller chose (an alert that carries no run id)."""
-    mapping = _mapping(row)
-    if not _is_failed(mapping):
+    given = _mapping(row, flavor)
+    if not _is_failed(given):
         return None
-    error = _error_object(mapping.get("Error"))
-    message = _message(mapping, error, fallback_message)
-    head = {"activity_name": _text(mapping, "ActivityName"), "activity_type": _text(mapping, "ActivityType")}
-    return _failure(mapping, error, message, key=key, kind=Kind.PIPELINE_RUN, run_id=run_id, head=head)
+    error = json_object(given.get("Error"))
+    message = _message(given, error, fallback_message)
+    head = {"activity_name": text(given, "ActivityName"), "activity_type": text(given, "ActivityType")}
+    return _failure(
+        given, error, message, key=key, kind=Kind.PIPELINE_RUN, run_id=run_id, head=head, flavor=flavor
+    )
 
 
 def is_adf_row(row: Mapping[str, Any]) -> bool:
@@ -149,7 +183,9 @@ def is_adf_row(row: Mapping[str, Any]) -> bool:
     table = row.get("Type") or row.get("$table")
     if isinstance(table, str) and table in ADF_TABLES:
         return True
-    resource_id = _text(row, "_ResourceId", "ResourceId").lower()
+    if table == adf_diagnostics.TABLE:
+        return adf_diagnostics.is_adf(row)
+    resource_id = text(row, "_ResourceId", "ResourceId").lower()
     if resource_id and "/microsoft.datafactory/" not in resource_id:
         return False
     return any(row.get(column) for column in ("ActivityRunId", "PipelineRunId", "PipelineName"))
@@ -157,25 +193,25 @@ def is_adf_row(row: Mapping[str, Any]) -> bool:
 
 def factory_name(resource_id: str) -> str:
     """The factory name in an ARM id (``.../factories/<name>``), or ""."""
-    index = resource_id.find(_FACTORY_SEGMENT)
+    return resource_name(resource_id, ADF.segment)
+
+
+def resource_name(resource_id: str, segment: str) -> str:
+    """The name after ``segment`` in an ARM id (``.../workspaces/<name>``), or ""."""
+    index = resource_id.find(segment)
     if index < 0:
         return ""
-    return resource_id[index + len(_FACTORY_SEGMENT):].split("/", 1)[0]
+    return resource_id[index + len(segment):].split("/", 1)[0]
 
 
-def parse_time(value: Any, column: str) -> datetime | None:
-    """A Log Analytics time (``datetime`` or ISO text, 7-digit fractions allowed) in UTC; None if empty."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ExtractError(f"{column} is not an ISO 8601 time: {value[:60]!r}") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    raise ExtractError(f"{column} is not a time: {type(value).__name__}")
+def _from_diagnostics(row: Mapping[str, Any], fallback_message: str) -> Failure | None:
+    """An AzureDiagnostics row, read as the resource-specific row it stands for; ``raw`` stays the row given."""
+    shaped = adf_diagnostics.to_resource_specific(row)
+    if shaped.get("Type") == ACTIVITY_TABLE:
+        failure = extract_activity(shaped, fallback_message=fallback_message)
+    else:
+        failure = extract_pipeline(shaped, fallback_message=fallback_message)
+    return dataclasses.replace(failure, raw=row) if failure is not None else None
 
 
 def _failure(
@@ -187,27 +223,27 @@ def _failure(
     kind: Kind,
     run_id: str,
     head: dict[str, Any],
+    flavor: RunFlavor,
 ) -> Failure:
-    resource_id = _text(row, "_ResourceId", "ResourceId").lower()
-    factory = factory_name(resource_id)
-    pipeline_name = _text(row, "PipelineName")
-    code_column = _text(row, "ErrorCode", "ErrCode") or _text(error, "errorCode")
-    text = message.text
-    error_code = named_error_code(text) or _text(row, "InnerCode") or code_column
-    metadata = _metadata(row, head, message, pipeline_name=pipeline_name, factory=factory, code=code_column)
-    if run_id and factory:
-        metadata["monitor_url"] = MONITOR_URL.format(run_id=run_id, factory=_url_encoded(resource_id))
+    resource_id = text(row, "_ResourceId", "ResourceId").lower()
+    owner = resource_name(resource_id, flavor.segment)
+    pipeline_name = text(row, "PipelineName")
+    code_column = text(row, "ErrorCode", "ErrCode") or text(error, "errorCode")
+    error_code = named_error_code(message.text) or text(row, "InnerCode") or code_column
+    metadata = _metadata(row, head, message, pipeline_name=pipeline_name, owner=owner, code=code_column, flavor=flavor)
+    if run_id and owner:
+        metadata["monitor_url"] = flavor.monitor_url.format(run_id=run_id, resource_id=_url_encoded(resource_id))
     return Failure(
         key=key,
-        service=Service.ADF.value,
+        service=flavor.service.value,
         kind=kind.value,
-        resource=pipeline_name or factory,
-        error_message=text,
-        occurred_at=_occurred_at(row),
+        resource=pipeline_name or owner,
+        error_message=message.text,
+        occurred_at=_occurred_at(row, flavor),
         resource_id=resource_id,
         run_id=run_id,
         error_code=error_code,
-        failure_type=_text(row, "FailureType", "ErrType") or _text(error, "failureType"),
+        failure_type=text(row, "FailureType", "ErrType") or text(error, "failureType"),
         metadata=metadata,
         raw=row,
     )
@@ -219,23 +255,23 @@ def _metadata(
     message: CleanMessage,
     *,
     pipeline_name: str,
-    factory: str,
+    owner: str,
     code: str,
+    flavor: RunFlavor,
 ) -> dict[str, Any]:
-    text = message.text
     candidates: dict[str, Any] = {
         **head,
         "pipeline_name": pipeline_name,
-        "factory": factory,
-        "adf_error_code": code,
-        "adf_error_meaning": ADF_ERROR_CODES.get(code),
+        flavor.owner_key: owner,
+        flavor.code_key: code,
+        f"{flavor.key_prefix}_error_meaning": ADF_ERROR_CODES.get(code),
         "operation_targets": list(message.targets),
         "parameters": _parameters(row.get("PipelineParameters") or row.get("Parameters")),
-        "linked_service": _text(row, "LinkedServiceName"),
-        "integration_runtime": _text(row, "EffectiveIntegrationRuntime"),
-        "iteration": _iteration(row.get("ActivityIterationCount")),
-        "sql_error_number": sql_error_number(text),
-        "side": failure_side(text),
+        "linked_service": text(row, "LinkedServiceName"),
+        "integration_runtime": text(row, "EffectiveIntegrationRuntime"),
+        "iteration": as_int(row.get("ActivityIterationCount")),
+        "sql_error_number": sql_error_number(message.text),
+        "side": failure_side(message.text),
     }
     return {name: value for name, value in candidates.items() if value or value == 0}
 
@@ -243,10 +279,10 @@ def _metadata(
 def _message(row: Mapping[str, Any], error: Mapping[str, Any], fallback: str) -> CleanMessage:
     """The first non-empty message, most exact first (the contract's priority list), cleaned."""
     raw = (
-        _text(error, "message", "_text")
-        or _text(row, "ErrorMessage", "ErrMsg")
+        text(error, "message", "_text")
+        or text(row, "ErrorMessage", "ErrMsg")
         or _detail_text(error)
-        or _text(row, "detailedMessage", "EventMessage", "PipelineErrorMessage")
+        or text(row, "detailedMessage", "EventMessage", "PipelineErrorMessage")
         or fallback.strip()
         or FALLBACK_MESSAGE
     )
@@ -254,43 +290,27 @@ def _message(row: Mapping[str, Any], error: Mapping[str, Any], fallback: str) ->
 
 
 def _detail_text(error: Mapping[str, Any]) -> str:
-    detailed = _text(error, "detailedMessage")
+    detailed = text(error, "detailedMessage")
     if detailed:
         return detailed
     details = error.get("details")
     if isinstance(details, str):
-        return "" if details.strip() in _NULL_TEXTS else details.strip()
+        return "" if details.strip() in NULL_TEXTS else details.strip()
     if isinstance(details, Mapping):
-        return _text(details, "message")
+        return text(details, "message")
     if isinstance(details, list):
         for item in details:
-            text = _text(item, "message") if isinstance(item, Mapping) else str(item).strip()
-            if text:
-                return text
+            found = text(item, "message") if isinstance(item, Mapping) else str(item).strip()
+            if found:
+                return found
     return ""
-
-
-def _error_object(value: Any) -> Mapping[str, Any]:
-    """The ``Error`` column as a dict; text that is not JSON is kept as ``{"_text": ...}``."""
-    if type(value) is not str:
-        return value if isinstance(value, Mapping) else {}
-    if not value or value in _NULL_TEXTS:
-        return {}
-    if value.lstrip().startswith("{"):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return {"_text": value}
-        if isinstance(parsed, dict):
-            return parsed
-    return {"_text": value}
 
 
 def _parameters(value: Any) -> Any:
     """Pipeline parameters as a dict; text that is not a JSON object is kept as it came."""
     if type(value) is not str:
         return dict(value) if isinstance(value, Mapping) else None
-    if not value.strip() or value in _NULL_TEXTS:
+    if not value.strip() or value in NULL_TEXTS:
         return None
     try:
         parsed = json.loads(value)
@@ -299,19 +319,11 @@ def _parameters(value: Any) -> Any:
     return parsed if isinstance(parsed, dict) else value
 
 
-def _url_encoded(text: str) -> str:
-    return text.replace("/", "%2F") if _URL_PLAIN_ID.fullmatch(text) else quote(text, safe="")
+def _url_encoded(value: str) -> str:
+    return value.replace("/", "%2F") if _URL_PLAIN_ID.fullmatch(value) else quote(value, safe="")
 
 
-def _iteration(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
-def _occurred_at(row: Mapping[str, Any]) -> datetime:
+def _occurred_at(row: Mapping[str, Any], flavor: RunFlavor) -> datetime:
     end = parse_time(row.get("End"), "End")
     if end is not None and end.year > END_SENTINEL_YEAR:
         return end
@@ -319,7 +331,7 @@ def _occurred_at(row: Mapping[str, Any]) -> datetime:
         value = parse_time(row.get(column), column)
         if value is not None:
             return value
-    raise ExtractError("ADF row has no End, TimeGenerated or Start time")
+    raise ExtractError(f"{flavor.label} row has no End, TimeGenerated or Start time")
 
 
 def _is_failed(row: Mapping[str, Any]) -> bool:
@@ -327,19 +339,13 @@ def _is_failed(row: Mapping[str, Any]) -> bool:
     return not status or status == FAILED or (isinstance(status, str) and status.strip().lower() == "failed")
 
 
-def _text(row: Mapping[str, Any], *columns: str) -> str:
-    """The first of ``columns`` that holds a non-empty value other than the literal "null", as text."""
-    for column in columns:
-        value = row.get(column)
-        if value is None or value == "":
-            continue
-        text = (value if type(value) is str else str(value)).strip()
-        if text and text not in _NULL_TEXTS:
-            return text
-    return ""
-
-
-def _mapping(row: Any) -> Mapping[str, Any]:
+def _mapping(row: Any, flavor: RunFlavor) -> Mapping[str, Any]:
     if type(row) is not dict and not isinstance(row, Mapping):
-        raise ExtractError(f"an ADF row must be a JSON object, not {type(row).__name__}")
+        raise ExtractError(f"{flavor.label} rows must be JSON objects, not {type(row).__name__}")
     return row
+
+
+__all__ = [
+    "ADF", "ADF_TABLES", "CONTAINER_ACTIVITY_TYPES", "RunFlavor", "extract_activity", "extract_pipeline",
+    "extract_row", "extract_unkeyed", "factory_name", "is_adf_row", "parse_time", "resource_name",
+]

@@ -30,7 +30,7 @@ Rules and judgement calls:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -40,9 +40,9 @@ from poller.extractors.adf import (
     ADF_TABLES,
     extract_row,
     extract_unkeyed,
-    factory_name,
     is_adf_row,
     parse_time,
+    resource_name,
 )
 from poller.models import Failure, iso
 
@@ -123,30 +123,63 @@ def is_adf_alert(alert: Alert) -> bool:
     return any(table in alert.search_query for table in ADF_TABLES)
 
 
+@dataclass(frozen=True, slots=True)
+class AlertRules:
+    """How one service reads the rows of an alert: which rows are its own, how they key, and the row rules."""
+
+    service: str
+    label: str  # "ADF", in "alert carries no ADF rows"
+    target_type: str  # the ARM type an alert on the service targets
+    target_noun: str  # "a data factory", in "… and targets X, not a data factory"
+    segment: str  # ARM id segment of the resource a row's _ResourceId is filled from
+    is_row: Callable[[Mapping[str, Any]], bool]
+    is_service_alert: Callable[[Alert], bool]
+    run_id_columns: tuple[str, ...]
+    extract_row: Callable[[Mapping[str, Any], str], Failure | None]  # (row, fallback message)
+    extract_unkeyed: Callable[[Mapping[str, Any], str, str], Failure | None]  # (row, key, fallback message)
+    time_columns: tuple[str, ...] = ("End", "TimeGenerated", "Start")
+    #: Rows without a run id: "first" makes one failure of the alert, "each" one per row (keyed by position).
+    unkeyed_rows: str = "first"
+
+
 def extract_alert(payload: Any) -> list[Failure]:
     """The ADF failures an alert reports (see the module docstring for the rules)."""
+    return extract_alert_with(payload, ADF_ALERTS)
+
+
+def extract_alert_with(payload: Any, rules: AlertRules) -> list[Failure]:
+    """The failures an alert reports, read by one service's rules."""
     alert = read_alert(payload)
     if alert.monitor_condition == RESOLVED:
         return []
-    adf_rows = [row for row in alert.rows if is_adf_row(row)]
-    if not adf_rows and not is_adf_alert(alert):
+    own_rows = [row for row in alert.rows if rules.is_row(row)]
+    if not own_rows and not rules.is_service_alert(alert):
         target = alert.target_type or "no known resource type"
-        raise ExtractError(f"alert carries no ADF rows and targets {target}, not a data factory")
-    keyed = [row for row in adf_rows if _has_run_id(row)]
+        raise ExtractError(f"alert carries no {rules.label} rows and targets {target}, not {rules.target_noun}")
+    keyed = [row for row in own_rows if any(_str(row.get(c)) for c in rules.run_id_columns)]
     failures = []
     for index, row in enumerate(keyed):
         try:
-            failure = extract_row(_completed(row, alert), fallback_message=alert.description)
+            failure = rules.extract_row(_completed(row, alert, rules), alert.description)
         except ExtractError as exc:
             raise ExtractError(f"alert row {index}: {exc}") from None
         if failure is not None:
             failures.append(_with_alert(failure, alert, payload))
     if keyed:
         return failures
-    # No run id anywhere: the alert itself is the failure; its first row (dimensions) still names things.
-    unkeyed = _alert_level_row(adf_rows[0] if adf_rows else (alert.rows or ({},))[0], alert)
-    failure = extract_unkeyed(unkeyed, f"adf:alert:{_alert_key(alert)}", fallback_message=alert.description)
-    return [_with_alert(failure, alert, payload)] if failure else []
+    # No run id anywhere: the alert itself is the failure; its rows (dimensions, events) still name things.
+    rows = own_rows or list(alert.rows) or [{}]
+    if rules.unkeyed_rows == "first":
+        rows = rows[:1]
+    for index, row in enumerate(rows):
+        key = f"{rules.service}:alert:{_alert_key(alert)}" + (f":{index}" if len(rows) > 1 else "")
+        try:
+            failure = rules.extract_unkeyed(_alert_level_row(row, alert, rules), key, alert.description)
+        except ExtractError as exc:
+            raise ExtractError(f"alert row {index}: {exc}") from None
+        if failure is not None:
+            failures.append(_with_alert(failure, alert, payload))
+    return failures
 
 
 def read_alert(payload: Any) -> Alert:
@@ -296,27 +329,28 @@ def _with_bags(rows: list[dict[str, Any]], bags: Mapping[str, Any]) -> tuple[dic
     return tuple({**from_bags, **{k: v for k, v in row.items() if v not in (None, "")}} for row in rows)
 
 
-def _completed(row: Mapping[str, Any], alert: Alert) -> dict[str, Any]:
-    """An alert row with what the alert knows and the row may lack: status, time, factory."""
+def _completed(row: Mapping[str, Any], alert: Alert, rules: AlertRules) -> dict[str, Any]:
+    """An alert row with what the alert knows and the row may lack: status, time, the target resource."""
     completed = dict(row)
     if not completed.get("Status"):
         completed["Status"] = "Failed"
-    if not any(completed.get(column) for column in ("End", "TimeGenerated", "Start")):
+    if not any(completed.get(column) for column in rules.time_columns):
         completed["TimeGenerated"] = alert.window_end or alert.fired_at
     if not (completed.get("_ResourceId") or completed.get("ResourceId")):
-        factory = _factory_target(alert)
-        if factory:
-            completed["_ResourceId"] = factory
+        target = _service_target(alert, rules)
+        if target:
+            completed["_ResourceId"] = target
     return completed
 
 
-def _alert_level_row(row: Mapping[str, Any], alert: Alert) -> dict[str, Any]:
-    completed = _completed(row, alert)
+def _alert_level_row(row: Mapping[str, Any], alert: Alert, rules: AlertRules) -> dict[str, Any]:
+    completed = _completed(row, alert, rules)
     column = ADF_METRIC_NAME_DIMENSION.get(alert.metric_name, "PipelineName")
     name = completed.pop("Name", None)
     if name and not completed.get(column):
         completed[column] = name
-    completed["TimeGenerated"] = alert.window_end or alert.fired_at or completed.get("TimeGenerated")
+    if not any(row.get(column) for column in rules.time_columns):
+        completed["TimeGenerated"] = alert.window_end or alert.fired_at or completed.get("TimeGenerated")
     return completed
 
 
@@ -344,15 +378,11 @@ def _alert_key(alert: Alert) -> str:
     raise ExtractError("alert has no alertId, originAlertId or rule and window to key it by")
 
 
-def _factory_target(alert: Alert) -> str:
+def _service_target(alert: Alert, rules: AlertRules) -> str:
     for target in alert.target_ids:
-        if factory_name(target.lower()):
+        if resource_name(target.lower(), rules.segment):
             return target.lower()
     return ""
-
-
-def _has_run_id(row: Mapping[str, Any]) -> bool:
-    return any(_str(row.get(column)) for column in ("ActivityRunId", "RunId", "PipelineRunId"))
 
 
 def _has_tables(container: Mapping[str, Any], name: str) -> bool:
@@ -408,3 +438,17 @@ def _array(value: Any, what: str) -> list[Any]:
 
 def _str(value: Any) -> str:
     return "" if value is None else str(value).strip()
+
+
+ADF_ALERTS = AlertRules(
+    service="adf",
+    label="ADF",
+    target_type=FACTORY_TYPE,
+    target_noun="a data factory",
+    segment="/factories/",
+    is_row=is_adf_row,
+    is_service_alert=is_adf_alert,
+    run_id_columns=("ActivityRunId", "RunId", "PipelineRunId"),
+    extract_row=lambda row, fallback: extract_row(row, fallback_message=fallback),
+    extract_unkeyed=lambda row, key, fallback: extract_unkeyed(row, key, fallback_message=fallback),
+)

@@ -1,41 +1,55 @@
-"""A small offline table of well-known ADF error codes → a one-line probable cause (provisional)."""
+"""The rules provider: the knowledge base's answer for a failure, as an `RcaResult` (offline, deterministic)."""
 
 from __future__ import annotations
 
 from poller.models import Failure
+from poller.rca.knowledge import KnowledgeBase, KnowledgeMatch, MatchLevel, default_knowledge
+from poller.rca.redact import redacted
+from poller.rca.result import RcaResult
 
-# Keyed by the most specific code (the inner ErrorCode=Name when there is one), else the numeric ADF code.
-PROBABLE_CAUSES: dict[str, str] = {
-    "2108": "The endpoint an activity called failed or timed out (network, DNS, certificate or HTTP error).",
-    "2128": "No response from the endpoint: network connectivity, DNS, certificate validation or timeout.",
-    "3200": "The Databricks access token used by the linked service has expired.",
-    "3201": "The Databricks activity is misconfigured (notebook path, cluster id or parameters).",
-    "3202": "Databricks job-creation rate limit hit (1000 jobs per hour); retry later.",
-    "3203": "The Databricks cluster was terminated when the job was sent; retry or fix the cluster.",
-    "3208": "Transient error sending the request to Databricks; a retry usually works.",
-    "3608": "The called Azure Function failed; see its status code and message.",
-    "2011": "The child pipeline of an Execute Pipeline activity failed.",
-    "UserErrorSourceBlobNotExist": "The source blob does not exist (yet): upstream data is late or the path is wrong.",
-    "SqlFailedToConnect": "Cannot connect to the SQL database: firewall, credentials or a transient network issue.",
-    "SqlOperationFailed": "A SQL statement failed: see the inner SQL error (invalid column, timeout, constraint).",
-    "SqlOpenConnectionTimeout": "Opening the SQL connection timed out; usually transient — add a retry policy.",
-    "SqlBatchWriteTimeout": "Writing a batch to SQL timed out; usually transient — retry the operation.",
-    "SqlConnectionIsClosed": "SQL closed the connection under high concurrency; retry the connection.",
-    "SqlUnauthorizedAccess": "The SQL login or managed identity lacks permission on the database.",
-    "DelimitedTextMoreColumnsThanDefined": "A delimited-text row has more columns than the schema: bad input data.",
-    "TypeConversionFailure": "A value could not be converted to the sink column's type: bad input data.",
-    "AzureBlobOperationFailed": "A blob storage operation failed: see the blob service error (permissions, path).",
-    "AdlsGen2OperationFailed": "An ADLS Gen2 operation failed: often a permission (ACL/RBAC) mismatch.",
-    "UserErrorFailedFileOperation": "A file operation in the copy failed: check path and permissions.",
-    "InvalidTemplate": "A pipeline expression or parameter could not be evaluated (validation error).",
-    "BadRequest": "The pipeline definition or its parameters were rejected before any activity ran.",
+#: How sure a rules answer is, by how specific the match was (a vendor code with its message beats a default).
+CONFIDENCE_BY_LEVEL: dict[MatchLevel, float] = {
+    MatchLevel.CODE_AND_CONDITION: 0.85,
+    MatchLevel.CODE: 0.8,
+    MatchLevel.CONDITION: 0.65,
+    MatchLevel.WRAPPER: 0.4,
+    MatchLevel.SERVICE_DEFAULT: 0.25,
+    MatchLevel.FALLBACK: 0.1,
 }
-DEFAULT_CAUSE = "No known cause for this error code yet; read the exact error message."
+QUOTE_CHARS = 240
+
+
+def rules_result(failure: Failure, match: KnowledgeMatch) -> RcaResult:
+    """The answer of the matched entry for this failure (which should already be redacted)."""
+    entry = match.entry
+    what = failure.kind.replace("_", " ") if failure.kind else failure.service
+    code = failure.error_code or "no error code"
+    return RcaResult(
+        summary=f"{entry.title} — {failure.service} {what} '{failure.resource}' ({code}).",
+        probable_cause=entry.cause,
+        category=entry.category,
+        confidence=CONFIDENCE_BY_LEVEL[match.level],
+        evidence_quotes=[quote] if (quote := match.quote or _first_line(failure.error_message)) else [],
+        recommended_actions=list(entry.actions),
+        retry_safe=entry.transient,
+        inconclusive=match.level >= MatchLevel.SERVICE_DEFAULT,
+        provider="rules",
+        rule_id=entry.id,
+        rule_match=match.level.label,
+    )
+
+
+def analyse_with_rules(failure: Failure, knowledge: KnowledgeBase | None = None) -> RcaResult:
+    """Redact, match and answer: the whole rules provider for one failure."""
+    clean = redacted(failure)
+    return rules_result(clean, (knowledge or default_knowledge()).match(clean))
 
 
 def probable_cause(failure: Failure) -> str:
-    """The table's answer for the failure's code, then for its numeric ADF code, else a neutral default."""
-    for code in (failure.error_code, str(failure.metadata.get("adf_error_code", ""))):
-        if code in PROBABLE_CAUSES:
-            return PROBABLE_CAUSES[code]
-    return DEFAULT_CAUSE
+    """The knowledge base's one-line probable cause for the failure (kept for callers of the first version)."""
+    return default_knowledge().match(failure).entry.cause
+
+
+def _first_line(text: str) -> str:
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line[:QUOTE_CHARS]

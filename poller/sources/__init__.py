@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from azure.core.credentials import TokenCredential
 
 from poller.config import Config
 from poller.sources.base import Poll, Source, Window
+from poller.sources.databricks import DatabricksSource
 from poller.sources.log_analytics import LogAnalyticsSource
 
-SOURCES = {"log_analytics": LogAnalyticsSource}
+SourceBuilder = Callable[[str, Any, TokenCredential | None], Source]
+
+
+def _log_analytics(name: str, config: Any, credential: TokenCredential | None) -> Source:
+    assert credential is not None, "a Log Analytics source reads with the Azure credential"
+    return LogAnalyticsSource(name, config, credential)
+
+
+def _databricks(name: str, config: Any, credential: TokenCredential | None) -> Source:
+    return DatabricksSource(name, config)  # databricks-sdk's own unified auth, per workspace; no Azure credential
+
+
+SOURCES: dict[str, SourceBuilder] = {"log_analytics": _log_analytics, "databricks": _databricks}
 
 __all__ = ["SOURCES", "Poll", "Source", "Window", "build_sources"]
 
@@ -19,6 +35,5 @@ def build_sources(config: Config, credential: TokenCredential | None, only: str 
     for name, cfg in config.sources.items():
         if (only and name != only) or (not only and not cfg.enabled):
             continue
-        assert credential is not None
         built.append(SOURCES[cfg.type](name, cfg, credential))
     return built

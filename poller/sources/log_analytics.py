@@ -1,4 +1,10 @@
-"""Log Analytics source: KQL over the ADF tables through azure-monitor-query's LogsQueryClient."""
+"""Log Analytics source: KQL over the ADF, Synapse and Functions tables through azure-monitor-query's LogsQueryClient.
+
+Each poll asks which tables hold logs (``log_analytics_plan``: resource-specific and/or legacy AzureDiagnostics
+ADF tables, the Synapse and Functions tables), runs the configured services' queries over them, fills Synapse
+rows' missing error text from the workspace API (``synapse_enrichment``), and hands the rows to the extractor of
+their table.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib import resources
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -18,25 +23,36 @@ from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQue
 
 from poller.config import LogAnalyticsSourceConfig
 from poller.errors import SourceError, ThrottledError
-from poller.extractors import adf
+from poller.extractors import adf, functions, synapse
 from poller.models import Failure, iso
 from poller.sources.base import Poll, Window
+from poller.sources.log_analytics_plan import (
+    SERVICE_QUERIES,
+    TablePresence,
+    build_queries,
+    load_query,
+    probe_query,
+    tables_found,
+)
+from poller.sources.synapse_enrichment import SynapseEnrichment
 
 log = logging.getLogger("poller.sources.log_analytics")
 
-# One query per kind of failure; each service lists its queries in the order they run.
-SERVICE_QUERIES: dict[str, tuple[str, ...]] = {
-    "adf": ("adf_activity_failures", "adf_pipeline_failures"),
+#: The extractor of each table's rows (``Type``); AzureDiagnostics rows are ADF's (the queries read no other).
+TABLE_EXTRACTORS: dict[str, Callable[[Any], Failure | None]] = {
+    **dict.fromkeys(("ADFActivityRun", "ADFPipelineRun", "AzureDiagnostics"), adf.extract_row),
+    **dict.fromkeys(synapse.SYNAPSE_TABLES, synapse.extract_row),
+    **dict.fromkeys(functions.FUNCTIONS_TABLES, functions.extract_row),
 }
 # TimeGenerated may lag ingestion by up to two days and lead it by one (Azure rewrites values beyond that),
 # so the API timespan around an ingestion window is widened by these margins.
 TIMESPAN_BEFORE = timedelta(days=2, hours=1)
 TIMESPAN_AFTER = timedelta(days=1)
 TRUNCATION_MARKERS = ("E_QUERY_RESULT_SET_TOO_LARGE", "exceeded the internal record count limit")
+# A probe's union isfuzzy may report the tables a workspace lacks; that is the answer, not a problem.
+MISSING_TABLE_MARKERS = ("Failed to resolve table", "could not be resolved")
 
-
-def load_query(name: str) -> str:
-    return resources.files("poller.sources").joinpath(f"kql/{name}.kql").read_text(encoding="utf-8")
+__all__ = ["SERVICE_QUERIES", "LogAnalyticsSource", "load_query"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +63,7 @@ class _Result:
 
 
 class LogAnalyticsSource:
-    """Failed ADF runs from one Log Analytics workspace, windowed on ingestion time."""
+    """Failed ADF and Synapse runs and Functions exceptions from one workspace, windowed on ingestion time."""
 
     def __init__(
         self,
@@ -63,7 +79,15 @@ class LogAnalyticsSource:
         self._credential = credential
         self._sleep = sleep
         self._client = client
-        self._queries = {q: load_query(q) for s in config.services for q in SERVICE_QUERIES[s]}
+        self._presence = TablePresence(config.services, config.adf_mode, config.table_probe_interval)
+        self._synapse = (
+            SynapseEnrichment(
+                name, config.synapse_endpoints, credential, max_age=config.synapse_pending_max_age,
+                retry_total=config.synapse_retries, timeout=config.synapse_timeout,
+            )
+            if "synapse" in config.services
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"LogAnalyticsSource(name={self.name!r}, workspace={self.config.workspace_id!r})"
@@ -82,6 +106,8 @@ class LogAnalyticsSource:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._synapse is not None:
+            self._synapse.close()
 
     def window(self, cursor: datetime | None, now: datetime) -> Window:
         # Re-read `overlap` behind the cursor: rows ingested late land there, and natural keys drop repeats.
@@ -89,17 +115,45 @@ class LogAnalyticsSource:
         return Window(start=min(start, now), end=now)
 
     def poll(self, window: Window) -> Poll:
-        rows: list[dict[str, Any]] = []
         warnings: list[str] = []
-        for name, template in self._queries.items():
-            for result in self._read(name, template, window.start, window.end):
+        present, start = self._present_tables(window, warnings)
+        rows: list[dict[str, Any]] = []
+        for name, template in build_queries(self.config.services, present).items():
+            for result in self._read(name, template, start, window.end):
                 rows.extend(result.rows)
                 if result.warning:
                     warnings.append(f"{name}: {result.warning}")
+        if self._synapse is not None:
+            rows, enrichment_warnings = self._synapse.enrich(rows, window.end)
+            warnings.extend(enrichment_warnings)
         return Poll(records=rows, cursor=window.end, warnings=warnings)
 
     def extract(self, raw: Any) -> Failure | None:
-        return adf.extract_row(raw)
+        table = raw.get("Type") if isinstance(raw, Mapping) else None
+        return TABLE_EXTRACTORS.get(table if isinstance(table, str) else "", adf.extract_row)(raw)
+
+    def resume_pending(self, failures: Iterable[Failure], now: datetime) -> None:
+        """Stored failures still waiting for their Synapse error text, to fetch again (after a restart)."""
+        if self._synapse is not None:
+            self._synapse.resume(failures, now)
+
+    @property
+    def pending_enrichment(self) -> list[str]:
+        """Keys of failures whose error text this source will fetch again on later polls."""
+        return self._synapse.pending if self._synapse is not None else []
+
+    def _present_tables(self, window: Window, warnings: list[str]) -> tuple[frozenset[str], datetime]:
+        """The tables that hold logs (probed as needed), and where this poll starts reading."""
+        asked = self._presence.to_probe(window)
+        if not asked:
+            self._presence.skip(window)
+            return self._presence.found, window.start
+        result = self._query("table_probe", probe_query(asked), window.start, window.end)
+        if result.warning and not any(marker in result.warning for marker in MISSING_TABLE_MARKERS):
+            warnings.append(f"table_probe: {result.warning}")
+        start = self._presence.record(window, asked, tables_found(result.rows))
+        log.debug("tables.probed", extra={"source": self.name, "tables": sorted(self._presence.found)})
+        return self._presence.found, start
 
     def _read(self, name: str, template: str, start: datetime, end: datetime) -> Iterator[_Result]:
         """Run one query over (start, end], halving the window while the service truncates the result."""
@@ -158,8 +212,8 @@ class LogAnalyticsSource:
                 # azure-monitor-query 2.0.0 cannot parse the documented 204 "workspace has no data" reply.
                 raise SourceError(
                     self.name,
-                    "the workspace answered 204 No Content (it holds no data): check that the data factory's "
-                    "diagnostic setting sends ActivityRuns and PipelineRuns to it",
+                    "the workspace answered 204 No Content (it holds no data): check that the diagnostic settings "
+                    "of the factories, Synapse workspaces and function apps send their logs to it",
                 ) from exc
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise SourceError(self.name, f"cannot reach {self.config.endpoint}: {_short(exc)}") from exc
@@ -186,8 +240,8 @@ class LogAnalyticsSource:
             )
         if status == 400:
             inner = str(getattr(exc.model, "message", "") or message)
-            hint = (" — is each factory's diagnostic setting sending PipelineRuns and ActivityRuns to this workspace "
-                    "in resource-specific mode?" if "resolve table" in inner else "")
+            hint = (" — does a diagnostic setting send that table's category to this workspace?"
+                    if "resolve table" in inner else "")
             return SourceError(self.name, f"query rejected (HTTP 400): {inner}{hint}", retryable=False)
         return SourceError(self.name, f"Log Analytics error (HTTP {status}): {message}", retryable=status >= 500)
 

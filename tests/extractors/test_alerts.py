@@ -28,7 +28,7 @@ def load(name: str | Path) -> dict[str, Any]:
         return dict(json.load(handle))
 
 
-def assert_matches(failures: list[Failure], expected: list[dict[str, Any]]) -> None:
+def assert_matches(failures: list[Failure], expected: list[dict[str, Any]], service: str = "adf") -> None:
     assert len(failures) == len(expected), [failure.key for failure in failures]
     for failure, want in zip(failures, expected, strict=True):
         for name in FAILURE_FIELDS:
@@ -38,7 +38,7 @@ def assert_matches(failures: list[Failure], expected: list[dict[str, Any]]) -> N
             assert iso(failure.occurred_at) == want["occurred_at"]
         for name, value in want.get("metadata", {}).items():
             assert failure.metadata.get(name) == value, f"metadata[{name!r}]"
-        assert failure.service == "adf"
+        assert failure.service == service
 
 
 def test_every_reference_section_7_sample_is_a_fixture() -> None:
@@ -60,9 +60,11 @@ def test_fixture(path: Path) -> None:
             extract(case["input"])
         assert str(caught.value) == case["error"]
     else:
-        assert detect_service(case["input"]) == "adf"
+        service = case.get("service", "adf")
+        assert detect_service(case["input"]) == service
         failures = extract(case["input"])
-        assert_matches(failures, case["expected"])
+        assert_matches(failures, case["expected"], service)
+        assert extract(case["input"], service=service) == failures
         assert all(failure.raw is case["input"] for failure in failures)
 
 

@@ -1,0 +1,121 @@
+"""Requests and wall time of Databricks source ticks on a 500-cluster, 2,000-run workspace (the emulator).
+
+Run:  python bench/databricks_tick.py [--clusters 500] [--runs 2000] [--rps 10]
+
+The real databricks-sdk talks to the emulator over a socket; each tick is the pipeline's own `tick` (poll,
+extract, one SQLite commit). Requests are counted from the emulator's log (API calls only; the SDK's one
+`/.well-known` probe per client is left out). Ticks, on the simulated clock:
+
+  cold     the first tick: 24 h initial lookback, every run since then listed (no memory yet)
+  quiet    an hour later, nothing changed since the cursor (the daemon: the source remembers active runs)
+  busy     5 minutes later: 20 runs failed, 2 clusters terminated unexpectedly, 1 library failed to install
+  restart  the quiet tick again from a fresh process (cron mode, `rca-poller once`): no memory of active runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from poller.config import DatabricksSourceConfig, parse_config  # noqa: E402
+from poller.emulators.databricks import DatabricksEmulator, make_workspace  # noqa: E402
+from poller.emulators.databricks_state import terminal_state  # noqa: E402
+from poller.pipeline import TickResult, tick  # noqa: E402
+from poller.sources.databricks import DatabricksSource  # noqa: E402
+from poller.store import Store  # noqa: E402
+
+BASE = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+TOKEN_ENV = "BENCH_DATABRICKS_TOKEN"
+# make_workspace ends a few runs and clusters up to 45 minutes after its base time: the quiet tick comes after
+# those, and after the overlap behind them.
+QUIET_AFTER = timedelta(hours=1)
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def make_busy(emu: DatabricksEmulator, now: datetime) -> None:
+    """What happens in the five minutes before the busy tick."""
+    start = ms(now - timedelta(minutes=4))
+    for i in range(20):
+        run_id = 990_000_000 + i * 10
+        ok, failed = terminal_state("SUCCESS"), terminal_state("FAILED")
+        tasks = [{"task_key": "ingest", "run_id": run_id + 1, "attempt_number": 0, "state": ok[0], "status": ok[1]},
+                 {"task_key": "transform", "run_id": run_id + 2, "attempt_number": 0, "state": failed[0],
+                  "status": failed[1], "notebook_task": {"notebook_path": f"/Repos/etl/transform_{i}"}}]
+        emu.add_run({"job_id": 500_000_000 + i, "run_id": run_id, "run_name": f"etl-job-{i:03d}", "start_time": start,
+                     "end_time": start + 120_000, "state": failed[0], "status": failed[1], "tasks": tasks})
+        emu.set_output(run_id + 2, error=f"KeyError: 'col_{i}'", error_trace="KeyError\n  at line 3")
+    running = [c for c in emu.snapshot().clusters if c.get("state") == "RUNNING"]
+    for c in running[:2]:
+        emu.set_cluster_state(c["cluster_id"], "TERMINATED", at=ms(now - timedelta(minutes=2)), termination_reason={
+            "code": "DRIVER_UNREACHABLE", "type": "SERVICE_FAULT", "parameters": {}})
+    emu.set_library_status(running[2]["cluster_id"], {"pypi": {"package": "pandas==9.9.9"}}, "FAILED",
+                           ["ERROR: No matching distribution found for pandas==9.9.9"])
+
+
+def measure(emu: DatabricksEmulator, source: DatabricksSource, store: Store, now: datetime,
+            ) -> tuple[TickResult, int, float, Counter[str]]:
+    emu.reset_log()
+    began = time.perf_counter()
+    result = tick(source, store, now)
+    seconds = time.perf_counter() - began
+    if not result.ok:
+        raise SystemExit(f"tick failed: {result.error}")
+    paths = Counter(r.path.rsplit("/", 1)[-1] for r in emu.requests if r.path.startswith("/api/"))
+    return result, sum(paths.values()), seconds, paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clusters", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--rps", type=float, default=10.0, help="requests_per_second of the source")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dbx-"))
+    with DatabricksEmulator(workspace_id="1234567890") as emu:
+        emu.load(make_workspace(args.clusters, args.runs, base_ms=ms(BASE)))
+        settings = {"type": "databricks", "host": emu.url, "token_env": TOKEN_ENV,
+                    "requests_per_second": args.rps}
+        config = parse_config({"state": {"url": f"sqlite:///{workdir / 'state.db'}"},
+                               "sources": {"dbx": settings}}, {})
+        cfg = config.sources["dbx"]
+        assert isinstance(cfg, DatabricksSourceConfig)
+        store = Store(config.state.url)
+
+        def fresh() -> DatabricksSource:
+            return DatabricksSource("dbx", cfg, environ={TOKEN_ENV: emu.token})
+
+        source = fresh()
+        now = BASE
+        rows = []
+        for name in ("cold", "quiet", "busy", "restart"):
+            if name == "quiet":
+                now += QUIET_AFTER
+            if name == "busy":
+                now += timedelta(minutes=5)
+                make_busy(emu, now)
+            if name == "restart":
+                now += timedelta(minutes=2)
+                source = fresh()
+            result, requests, seconds, paths = measure(emu, source, store, now)
+            rows.append((name, requests, seconds, result.added, paths))
+        store.close()
+    print(f"workspace: {args.clusters} clusters, {args.runs} runs; requests_per_second={args.rps:g}")
+    print(f"{'tick':8} {'requests':>8} {'seconds':>8} {'new failures':>13}  requests by endpoint")
+    for name, requests, seconds, added, paths in rows:
+        detail = ", ".join(f"{path} {count}" for path, count in sorted(paths.items()))
+        print(f"{name:8} {requests:8d} {seconds:8.2f} {added:13d}  {detail}")
+
+
+if __name__ == "__main__":
+    main()

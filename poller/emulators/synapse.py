@@ -1,0 +1,337 @@
+"""A Synapse workspace dev endpoint over real HTTPS, serving what azure-synapse-artifacts' ``ArtifactsClient``
+calls for ``pipeline_run.query_activity_runs`` (0.22.0, data-plane api-version 2020-12-01):
+
+    POST /pipelines/{pipelineName}/pipelineruns/{runId}/queryActivityruns?api-version=2020-12-01
+    Authorization: Bearer <token for https://dev.azuresynapse.net/.default>
+    {"lastUpdatedAfter": ISO, "lastUpdatedBefore": ISO, "continuationToken": str?,
+     "filters": [{"operand": "Status", "operator": "Equals", "values": ["Failed"]}], "orderBy": [...]}
+    → 200 {"value": [ActivityRun …], "continuationToken": str | null}
+
+ActivityRun objects are kept as the API writes them (``pipelineName``, ``pipelineRunId``, ``activityName``,
+``activityType``, ``activityRunId``, ``status``, ``activityRunStart``, ``activityRunEnd``, ``durationInMs``,
+``input``, ``output``, ``error``). A run is listed when its ``activityRunEnd`` (else start) lies in the update
+window; filters on ``Status``, ``ActivityName``, ``ActivityType`` (``Equals``, ``NotEquals``, ``In``,
+``NotIn``) apply; pages hold ``page_size`` runs, the token being the next offset. A missing or wrong bearer token
+is 401, another api-version or a body without the window 400, any other path 404.
+
+Faults: ``inject(status, times=1, retry_after=None)`` answers the next API calls with that status (FIFO);
+``stop()`` closes the port — the endpoint is down, connections are refused — and ``start()`` opens it again on the
+same port. ``requests`` is the request log (method, path, api-version, body, status).
+
+Run alone: ``python -m poller.emulators.synapse [--data FILE] [--port N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import signal
+import sys
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from poller.emulators.tls import ThrowawayCA
+
+API_VERSION = "2020-12-01"
+DEMO_DATA = Path(__file__).parent / "data" / "synapse_demo" / "activity_runs.json"
+_PATH = re.compile(r"^/pipelines/(?P<pipeline>[^/]+)/pipelineruns/(?P<run>[^/]+)/queryActivityruns/?$")
+_FILTERABLE = {"Status": "status", "ActivityName": "activityName", "ActivityType": "activityType"}
+_TIME_KEYS = ("activityRunStart", "activityRunEnd")
+_STATUS_CODES = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 429: "TooManyRequests",
+                 500: "InternalServerError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    api_version: str | None
+    body: Json | None
+    status: int
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Json
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class SynapseEmulator:
+    """An HTTPS Synapse dev endpoint serving queryActivityruns over in-memory activity runs."""
+
+    def __init__(
+        self,
+        runs: Iterable[Json] = (),
+        *,
+        expected_token: str | None = None,
+        page_size: int = 100,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ca: ThrowawayCA | None = None,
+    ) -> None:
+        self.expected_token = expected_token
+        self.page_size = page_size
+        self._address = (host, port)
+        self._scratch = tempfile.TemporaryDirectory(prefix="synapse-emulator-")
+        self._ca = ca or ThrowawayCA(Path(self._scratch.name))
+        self._runs: list[Json] = []
+        self._faults: deque[list[Any]] = deque()
+        self._log: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.add_activity_runs(runs)
+
+    # lifecycle
+
+    def start(self) -> SynapseEmulator:
+        """Serve in a background thread (again on the same port after ``stop``); idempotent."""
+        if self._server is None:
+            self._server = _Server(self._address, self, self._ca)
+            self._address = self._server.server_address[:2]  # a restart keeps the port the clients know
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="synapse-emulator", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the port: the endpoint is down until ``start``."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server, self._thread = None, None
+
+    def close(self) -> None:
+        self.stop()
+        self._scratch.cleanup()
+
+    def __enter__(self) -> SynapseEmulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """``https://127.0.0.1:PORT`` — the workspace ``endpoint`` for ArtifactsClient (valid while stopped too)."""
+        host, port = self._address
+        if not port:
+            raise RuntimeError("the emulator has not been started")
+        return f"https://{host}:{port}"
+
+    @property
+    def ca_path(self) -> Path:
+        return self._ca.ca_path
+
+    # data, faults, log
+
+    def add_activity_runs(self, runs: Iterable[Json]) -> None:
+        with self._lock:
+            self._runs.extend(dict(run) for run in runs)
+
+    def shift(self, delta: timedelta) -> None:
+        """Move every activity run's times by ``delta`` (the demo moves its data to "now")."""
+        with self._lock:
+            for run in self._runs:
+                for key in _TIME_KEYS:
+                    if run.get(key):
+                        run[key] = _iso(_parse(run[key]) + delta)
+
+    def inject(self, status: int, *, times: int = 1, retry_after: int | None = None) -> None:
+        with self._lock:
+            self._faults.append([status, retry_after, times])
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def reset_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # serving
+
+    def serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Reply:
+        url = urlsplit(target)
+        version = (parse_qs(url.query).get("api-version") or [None])[-1]
+        parsed = _json_body(body)
+        reply = self._reply(method, url.path, version, headers, parsed)
+        with self._lock:
+            self._log.append(RecordedRequest(method, url.path, version, parsed, reply.status))
+        return reply
+
+    def _reply(self, method: str, path: str, version: str | None, headers: dict[str, str], body: Json | None) -> _Reply:
+        match = _PATH.match(path)
+        if method != "POST" or match is None:
+            return _error(404, f"No route for {method} {path}")
+        token = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not token or (self.expected_token is not None and token != self.expected_token):
+            return _error(401, "The access token is missing or invalid.")
+        fault = self._take_fault()
+        if fault is not None:
+            return fault
+        if version != API_VERSION:
+            return _error(400, f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.")
+        if body is None or not body.get("lastUpdatedAfter") or not body.get("lastUpdatedBefore"):
+            return _error(400, "lastUpdatedAfter and lastUpdatedBefore are required.")
+        return self._page(unquote(match["pipeline"]), unquote(match["run"]), body)
+
+    def _page(self, pipeline: str, run_id: str, body: Json) -> _Reply:
+        after, before = _parse(body["lastUpdatedAfter"]), _parse(body["lastUpdatedBefore"])
+        with self._lock:
+            runs = [r for r in self._runs if r.get("pipelineName") == pipeline
+                    and str(r.get("pipelineRunId", "")).lower() == run_id.lower()]
+        runs = [r for r in runs if after <= _updated(r) <= before and _passes(r, body.get("filters") or [])]
+        offset = int(body.get("continuationToken") or 0)
+        page = runs[offset:offset + self.page_size]
+        token = str(offset + self.page_size) if offset + self.page_size < len(runs) else None
+        return _Reply(200, {"value": page, "continuationToken": token})
+
+    def _take_fault(self) -> _Reply | None:
+        with self._lock:
+            if not self._faults:
+                return None
+            fault = self._faults[0]
+            fault[2] -= 1
+            if fault[2] == 0:
+                self._faults.popleft()
+        status, retry_after = fault[0], fault[1]
+        headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+        return _error(status, f"Injected fault: HTTP {status}", headers)
+
+
+def load_runs(path: Path) -> list[Json]:
+    """A JSON array of ActivityRun objects (or the API envelope ``{"value": [...]}``)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    runs = data.get("value", []) if isinstance(data, dict) else data
+    if not isinstance(runs, list):
+        raise ValueError(f"{path}: expected a JSON array of activity runs")
+    return runs
+
+
+def _passes(run: Json, filters: list[Any]) -> bool:
+    for item in filters:
+        key = _FILTERABLE.get(str(item.get("operand")))
+        if key is None:
+            continue
+        values = [str(v) for v in item.get("values") or []]
+        inside = str(run.get(key, "")) in values
+        if (item.get("operator") in ("Equals", "In")) != inside:
+            return False
+    return True
+
+
+def _updated(run: Json) -> datetime:
+    stamp = run.get("activityRunEnd") or run.get("activityRunStart")
+    return _parse(stamp) if stamp else datetime.min.replace(tzinfo=UTC)
+
+
+def _parse(text: str) -> datetime:
+    value = text.strip().replace("Z", "+00:00")
+    head, _, rest = value.partition(".")
+    if rest:  # seven-digit fractions, as the service writes them
+        digits = re.match(r"\d+", rest)
+        fraction = digits.group(0) if digits else ""
+        value = f"{head}.{fraction[:6]}{rest[len(fraction):]}"
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_body(body: bytes) -> Json | None:
+    try:
+        parsed = json.loads(body or b"null")
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> _Reply:
+    return _Reply(status, {"error": {"code": _STATUS_CODES.get(status, "Error"), "message": message}}, headers)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], emulator: SynapseEmulator, ca: ThrowawayCA) -> None:
+        super().__init__(address, _Handler)
+        self.emulator = emulator
+        context = ca.server_context()
+        self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        reply = self.server.emulator.serve(self.command, self.path, headers, body)
+        payload = json.dumps(reply.body).encode()
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m poller.emulators.synapse",
+                                     description="Serve a local HTTPS Synapse dev endpoint (queryActivityruns).")
+    parser.add_argument("--data", type=Path, default=DEMO_DATA, help="JSON array of ActivityRun objects")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with SynapseEmulator(load_runs(args.data), port=args.port) as emulator:
+        print(f"url: {emulator.url}\nca_file: {emulator.ca_path}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            done.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

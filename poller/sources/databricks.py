@@ -1,0 +1,417 @@
+"""Databricks source: failed job runs, cluster failures and library install failures of one workspace.
+
+A poll reads raw REST JSON (``databricks_client``) and returns one record per failure to come: a bundle of
+the vendor JSON the rules of ``poller.extractors.databricks`` need — a run with its failed tasks' outputs, a
+cluster with its events, a library status — plus that failure's ``key``. ``extract`` runs the same pure rules
+on the bundle and returns the failure with the key. So a run with three failed tasks is three records, a
+bundle the rules cannot read is quarantined whole, and a quarantined bundle reads again through
+``rca-poller extract`` (it has the ``{"run", "outputs", "host"}`` / ``{"cluster", "events"}`` shapes).
+
+What a tick over the window (S, E] reads, and what it costs (requests):
+
+* jobs — ``runs/list?active_only`` (⌈active/25⌉), then ``runs/list?completed_only&start_time_from=S``
+  (⌈runs started since S/25⌉), then ``runs/get`` for each run that was active at the last tick and has
+  ended since. The first tick of a process (or an explicit window, as a backfill gives) has no memory of
+  active runs and lists instead every run started since S − ``max_run_duration``, keeping those that ended
+  after S. A run that started before the cursor and fails after it is caught either way; natural keys drop
+  repeats. Failed tasks of a run still going are reported once no retry will replace them.
+  ``runs/get-output`` is called once per failed task run (its task run id, never the parent's) and kept
+  in memory while the run is still read, so re-reading the overlap costs no further output calls.
+* clusters — ``clusters/list`` (⌈clusters/100⌉); ``clusters/events`` only for the clusters whose
+  ``start_time``, ``last_restarted_time``, ``last_state_loss_time`` or ``terminated_time`` is after S, or
+  whose state or state message changed since the last tick, read from the start of the cluster's current
+  life (at most ``max_run_duration`` before S).
+* libraries — one ``libraries/all-cluster-statuses``. A FAILED library's key carries an occurrence stamp:
+  the cluster's last (re)start, so it is reported once while it stays failed, also across restarts of
+  rca-poller; and, when this process saw it INSTALLED after a failure in the same cluster life, the time
+  it failed again, so that new failure is reported too.
+
+The memory (active runs, cluster states, library episodes, outputs) lives in this object only: it is a cost
+saving and a way to see changes, never what the cursor relies on. It is replaced only when a poll succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from poller.config import DatabricksSourceConfig
+from poller.errors import ExtractError
+from poller.extractors.databricks import (
+    LIBRARY_STATUS_IS_FAILURE,
+    extract_cluster_events,
+    extract_cluster_state,
+    extract_library_statuses,
+    extract_run,
+)
+from poller.extractors.databricks_clusters import TERMINATED_STATES
+from poller.extractors.databricks_jobs import UNSETTLED_LIFE_CYCLE_STATES, library_display, mapping_at, parse_id, text
+from poller.models import Failure, Kind, iso
+from poller.sources.base import Poll, Window
+from poller.sources.databricks_client import DatabricksApi, Json
+
+#: Cluster fields that move when its state changes; a time after the window start selects the cluster.
+CLUSTER_TIME_FIELDS = ("start_time", "last_restarted_time", "last_state_loss_time", "terminated_time")
+STARTS = ("start_time", "last_restarted_time")
+#: Library statuses after which a new FAILED is a new failure, not the same one still showing.
+LIBRARY_INSTALLED = frozenset({"INSTALLED", "RESTORED"})
+TERMINATION_EVENTS = frozenset({"TERMINATING", "TERMINATED"})
+
+
+def ms(moment: datetime) -> int:
+    """Epoch milliseconds, the Databricks time unit."""
+    return int(moment.timestamp() * 1000)
+
+
+# -- records and their extraction (pure) ----------------------------------------------------------------------
+
+
+def run_failures(record: Mapping[str, Any]) -> list[Failure]:
+    outputs: dict[int, Mapping[str, Any]] = {}
+    for name, output in mapping_at(record, "outputs").items():
+        task_run_id = parse_id(name)
+        if task_run_id is None or not isinstance(output, Mapping):
+            raise ExtractError(f"record outputs must map task run ids to get-output objects ({name!r:.40})")
+        outputs[task_run_id] = output
+    run = record.get("run")
+    if not isinstance(run, Mapping):
+        raise ExtractError("a run record holds no run (runs/get JSON)")
+    return extract_run(run, outputs, host=text(record, "host"))
+
+
+def cluster_failures(record: Mapping[str, Any]) -> list[Failure]:
+    """A cluster's events; its list entry stands in when the events no longer show its termination."""
+    cluster = mapping_at(record, "cluster")
+    events = record.get("events")
+    if not isinstance(events, list):
+        raise ExtractError("a cluster record holds no events (clusters/events JSON)")
+    failures = extract_cluster_events(cluster, events)
+    terminated = cluster.get("terminated_time")
+    shown = any(isinstance(e, Mapping) and text(e, "type") in TERMINATION_EVENTS for e in events)
+    if (not shown and text(cluster, "state") in TERMINATED_STATES and isinstance(terminated, int)
+            and terminated >= int(record.get("events_from") or 0)):
+        state_failure = extract_cluster_state(cluster)
+        if state_failure is not None:
+            failures.append(state_failure)
+    return failures
+
+
+def library_failures(record: Mapping[str, Any]) -> list[Failure]:
+    observed = text(record, "observed_at")
+    return extract_library_statuses(
+        record, occurrence=text(record, "occurrence"), cluster_name=text(record, "cluster_name"),
+        observed_at=datetime.fromisoformat(observed.replace("Z", "+00:00")) if observed else None,
+    )
+
+
+#: Record kind → the rules that read it.
+RECORD_RULES: dict[str, Callable[[Mapping[str, Any]], list[Failure]]] = {
+    "run": run_failures,
+    "cluster": cluster_failures,
+    "library": library_failures,
+}
+
+
+def record_failures(record: Mapping[str, Any]) -> list[Failure]:
+    rule = RECORD_RULES.get(text(record, "kind"))
+    if rule is None:
+        raise ExtractError(f"unknown Databricks record kind {record.get('kind')!r}")
+    return rule(record)
+
+
+def keyed_records(bundle: Json) -> list[Json]:
+    """One record per failure a bundle yields; one record saying why, when the rules cannot read it."""
+    try:
+        failures = record_failures(bundle)
+    except Exception as exc:  # a rule that fails on this data quarantines the bundle; the tick goes on
+        reason = str(exc) if isinstance(exc, ExtractError) else f"unexpected {type(exc).__name__}: {exc}"
+        return [{**bundle, "unreadable": reason}]
+    return [{**bundle, "key": failure.key} for failure in failures]
+
+
+def extract_record(raw: Any) -> Failure | None:
+    """The failure a poll record names (``key``), read from its bundle by the Databricks rules."""
+    if not isinstance(raw, Mapping):
+        raise ExtractError(f"expected a Databricks record (a JSON object), got {type(raw).__name__}")
+    if "unreadable" in raw:
+        raise ExtractError(str(raw["unreadable"]))
+    wanted = raw.get("key")
+    for failure in record_failures(raw):
+        if failure.key == wanted:
+            return failure
+    raise ExtractError(f"the {text(raw, 'kind')} record yields no failure keyed {wanted!r}")
+
+
+# -- what the source remembers between ticks of one process ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunMemory:
+    """Runs active at ``as_of``, and runs seen ending since, for a window starting in [covered_from, as_of]."""
+
+    covered_from: datetime
+    as_of: datetime
+    active: dict[int, int]  # run id → start_time (ms)
+    finished: dict[int, Json]  # run id → a failed run that ended after the window start, until the start passes it
+
+    def covers(self, window: Window) -> bool:
+        return self.covered_from <= window.start <= self.as_of <= window.end
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryEpisode:
+    """One library on one cluster as last seen: the stamp of its current (or last) failure."""
+
+    status: str
+    base: int  # the cluster's last (re)start (ms) when seen
+    stamp: str = ""
+    observed_ms: int = 0
+    installed_since: bool = False  # INSTALLED seen after the failure that `stamp` names
+
+
+def library_failed(status: str) -> bool:
+    return LIBRARY_STATUS_IS_FAILURE.get(status, "FAIL" in status)
+
+
+def next_episode(previous: LibraryEpisode | None, status: str, base: int, now_ms: int) -> LibraryEpisode:
+    """How the occurrence stamp moves: the same failure keeps it, a failure after INSTALLED gets a new one."""
+    failed = library_failed(status)
+    same_life = previous is not None and previous.base == base
+    if not failed:
+        if previous is None:
+            return LibraryEpisode(status, base)
+        seen_installed = previous.installed_since or (bool(previous.stamp) and status in LIBRARY_INSTALLED)
+        return replace(previous, status=status, base=base, installed_since=seen_installed)
+    if previous is not None and same_life and previous.stamp and not previous.installed_since:
+        return replace(previous, status=status)  # still the failure already stamped
+    again = previous is not None and same_life and previous.installed_since
+    return LibraryEpisode(status, base, f"{base}+{now_ms}" if again else str(base), now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    runs: RunMemory | None = None
+    clusters: dict[str, tuple[tuple[str, str], int]] = field(default_factory=dict)  # id → (state, message), changed
+    libraries: dict[tuple[str, str], LibraryEpisode] = field(default_factory=dict)
+    outputs: dict[int, Json] = field(default_factory=dict)  # task run id → get-output
+
+
+# -- the source ------------------------------------------------------------------------------------------------
+
+
+class DatabricksSource:
+    """Failed job runs and tasks, cluster failures and library install failures of one Databricks workspace."""
+
+    def __init__(self, name: str, config: DatabricksSourceConfig, *, api: DatabricksApi | None = None,
+                 sleep: Callable[[float], None] = time.sleep, environ: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.interval = config.interval
+        self.api = api or DatabricksApi(name, config, environ=environ, sleep=sleep)
+        self._live: Window | None = None
+        self._memory = Memory()
+
+    def __repr__(self) -> str:
+        return f"DatabricksSource(name={self.name!r}, host={self.config.host!r}, watch={self.config.watch!r})"
+
+    def close(self) -> None:
+        self.api.close()
+
+    def check(self) -> str:
+        """Who the source reads as (``/Me``); raises SourceError when the workspace cannot be read."""
+        return self.api.current_user()
+
+    def window(self, cursor: datetime | None, now: datetime) -> Window:
+        # Re-read `overlap` behind the cursor: a tick that read but could not commit, and clock skew.
+        start = now - self.config.initial_lookback if cursor is None else cursor - self.config.overlap
+        self._live = Window(min(start, now), now)
+        return self._live
+
+    def poll(self, window: Window) -> Poll:
+        # Only the window this source last handed out is the live one; an explicit window (a backfill) is read
+        # without the memory and leaves it alone.
+        live = window == self._live
+        watch = set(self.config.watch)
+        warnings: list[str] = []
+        records: list[Json] = []
+        runs, outputs = self._memory.runs, self._memory.outputs
+        if "jobs" in watch:
+            run_records, runs, outputs = self._poll_jobs(window, live, warnings)
+            records += run_records
+        clusters = self.api.list_clusters() if watch & {"clusters", "libraries"} else []
+        seen = self._memory.clusters
+        if "clusters" in watch:
+            cluster_records, seen = self._poll_clusters(window, clusters, live, warnings)
+            records += cluster_records
+        episodes = self._memory.libraries
+        if "libraries" in watch and live:  # statuses are current, not history: nothing to backfill
+            library_records, episodes = self._poll_libraries(window, clusters)
+            records += library_records
+        if live:
+            self._memory = Memory(runs, seen, episodes, outputs)
+        return Poll(records=records, cursor=window.end, warnings=warnings)
+
+    def extract(self, raw: Any) -> Failure | None:
+        return extract_record(raw)
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+
+    def _poll_jobs(self, window: Window, live: bool,
+                   warnings: list[str]) -> tuple[list[Json], RunMemory | None, dict[int, Json]]:
+        memory = self._memory.runs if live else None
+        known = memory is not None and memory.covers(window)
+        # Active runs first: a run that ends between the two listings is then in one of them.
+        active = {_run_id(run): run for run in self.api.list_runs(active_only=True)} if live else {}
+        since = window.start if known else window.start - self.config.max_run_duration
+        query: Json = {"completed_only": True, "start_time_from": ms(since)}
+        if not live:
+            query["start_time_to"] = ms(window.end)
+        ended = {_run_id(run): run for run in self.api.list_runs(**query) if _ended_in(run, window, live)}
+        finished: dict[int, Json] = {}
+        if memory is not None and known:
+            finished = {i: run for i, run in memory.finished.items() if _end_ms(run) > ms(window.start)}
+            for run_id in memory.active.keys() - active.keys() - ended.keys() - finished.keys():
+                run = self.api.get_run(run_id)
+                if run is None:
+                    warnings.append(f"run {run_id} was active at the last tick and is gone now")
+                elif _is_active(run):  # a listing raced it; look again next tick
+                    active[run_id] = run
+                else:
+                    finished[run_id] = run
+        outputs: dict[int, Json] = {}
+        records: list[Json] = []
+        failed: dict[int, Json] = {}
+        for run_id, run in {**active, **finished, **ended}.items():
+            run_records, read = self._run_records(run, outputs, warnings)
+            records += run_records
+            if run_records and not _is_active(read):
+                failed[run_id] = read
+        if not live:
+            return records, None, outputs
+        # Failed runs stay remembered until the window start passes their end: if this tick's commit fails,
+        # the next one returns them again even when no listing would show them any more.
+        kept = {i: run for i, run in failed.items() if _end_ms(run) > ms(window.start)}
+        started = {run_id: int(run.get("start_time") or 0) for run_id, run in active.items()}
+        covered_from = memory.covered_from if memory is not None and known else window.start
+        return records, RunMemory(covered_from, window.end, started, kept), outputs
+
+    def _run_records(self, run: Json, outputs: dict[int, Json],
+                     warnings: list[str]) -> tuple[list[Json], Json]:
+        """The records of one run, its failed tasks' outputs read (or reused); and the run as read."""
+        bundle: Json = {"kind": "run", "host": self.api.host, "run": run, "outputs": {}}
+        try:
+            found = record_failures(bundle)  # which tasks failed, so that only their outputs are read
+        except Exception:  # keyed_records gives the reason, and the bundle is quarantined
+            return keyed_records(bundle), run
+        if not found:
+            return [], run
+        if run.get("has_more"):  # runs/list cut an array at 100 elements
+            bundle["run"] = run = self.api.get_run(_run_id(run)) or run
+        for task_run_id in _output_ids(found, run):
+            output = outputs.get(task_run_id, self._memory.outputs.get(task_run_id))
+            if output is None:
+                output = self.api.get_output(task_run_id)
+            if output is None:
+                warnings.append(f"task run {task_run_id}: its output is gone (runs are kept 60 days)")
+                continue
+            outputs[task_run_id] = output
+            bundle["outputs"][str(task_run_id)] = output
+        return keyed_records(bundle), run
+
+    # -- clusters ----------------------------------------------------------------------------------------------
+
+    def _poll_clusters(self, window: Window, clusters: list[Json], live: bool,
+                       warnings: list[str]) -> tuple[list[Json], dict[str, tuple[tuple[str, str], int]]]:
+        since, now = ms(window.start), ms(window.end)
+        seen: dict[str, tuple[tuple[str, str], int]] = {}
+        records: list[Json] = []
+        for cluster in clusters:
+            cluster_id = text(cluster, "cluster_id")
+            state = (text(cluster, "state"), text(cluster, "state_message"))
+            before = self._memory.clusters.get(cluster_id) if live else None
+            # when this process saw the state or its message change; 0 when it has not
+            changed = 0 if before is None else now if before[0] != state else before[1]
+            seen[cluster_id] = (state, changed)
+            if not cluster_id or max(changed, latest(cluster, CLUSTER_TIME_FIELDS)) < since:
+                continue
+            start = events_from(cluster, window, self.config.max_run_duration)
+            events = self.api.cluster_events(cluster_id, start, None if live else ms(window.end))
+            if events is None:
+                warnings.append(f"cluster {cluster_id}: its events are gone (deleted, or terminated 30+ days ago)")
+                continue
+            records += keyed_records({"kind": "cluster", "cluster": cluster, "events": events, "events_from": start})
+        return records, (seen if live else self._memory.clusters)
+
+    # -- libraries ---------------------------------------------------------------------------------------------
+
+    def _poll_libraries(self, window: Window,
+                        clusters: list[Json]) -> tuple[list[Json], dict[tuple[str, str], LibraryEpisode]]:
+        by_id = {text(c, "cluster_id"): c for c in clusters}
+        episodes: dict[tuple[str, str], LibraryEpisode] = {}
+        records: list[Json] = []
+        for entry in self.api.library_statuses():
+            cluster_id = text(entry, "cluster_id") if isinstance(entry, Mapping) else ""
+            cluster = by_id.get(cluster_id, {})
+            base = latest(cluster, STARTS)
+            for status in _statuses(entry):
+                library = library_display(mapping_at(status, "library"))
+                episode = next_episode(self._memory.libraries.get((cluster_id, library)), text(status, "status"),
+                                       base, ms(window.end))
+                episodes[(cluster_id, library)] = episode
+                if library_failed(episode.status):
+                    observed = datetime.fromtimestamp(episode.observed_ms / 1000, tz=window.end.tzinfo)
+                    records += keyed_records({
+                        "kind": "library", "cluster_id": cluster_id, "cluster_name": text(cluster, "cluster_name"),
+                        "library_statuses": [status], "occurrence": episode.stamp, "observed_at": iso(observed),
+                    })
+        return records, episodes
+
+
+def events_from(cluster: Mapping[str, Any], window: Window, lookback: timedelta) -> int:
+    """Where a selected cluster's events are read from: the start of its current life if that is earlier
+    than the window (so a start that fails inside the window is judged a failed start), but no further back
+    than ``lookback`` before the window."""
+    since = ms(window.start)
+    started = latest(cluster, STARTS)
+    return max(min(started or since, since), ms(window.start - lookback))
+
+
+def latest(cluster: Mapping[str, Any], names: Iterable[str]) -> int:
+    """The latest of some epoch-ms fields of a cluster; 0 when none is set."""
+    times = [value for value in (cluster.get(name) for name in names)
+             if isinstance(value, int) and not isinstance(value, bool)]
+    return max(times, default=0)
+
+
+def _statuses(entry: Any) -> list[Json]:
+    statuses = entry.get("library_statuses") if isinstance(entry, Mapping) else None
+    return [s for s in statuses if isinstance(s, dict)] if isinstance(statuses, list) else []
+
+
+def _output_ids(found: list[Failure], run: Mapping[str, Any]) -> list[int]:
+    """Task run ids whose get-output holds the error; a run without tasks (legacy single task) is its own."""
+    ids = [f.metadata.get("task_run_id") for f in found if f.kind == Kind.TASK_RUN.value]
+    if not run.get("tasks") and any(f.kind == Kind.JOB_RUN.value for f in found):
+        ids.append(parse_id(run.get("run_id")))
+    return [i for i in ids if isinstance(i, int)]
+
+
+def _run_id(run: Mapping[str, Any]) -> int:
+    return parse_id(run.get("run_id")) or 0
+
+
+def _end_ms(run: Mapping[str, Any]) -> int:
+    value = run.get("end_time")
+    return value if isinstance(value, int) else 0
+
+
+def _ended_in(run: Mapping[str, Any], window: Window, live: bool) -> bool:
+    end = _end_ms(run)
+    return end > ms(window.start) and (live or end <= ms(window.end))
+
+
+def _is_active(run: Mapping[str, Any]) -> bool:
+    return text(mapping_at(run, "state"), "life_cycle_state") in UNSETTLED_LIFE_CYCLE_STATES
