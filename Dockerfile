@@ -1,6 +1,6 @@
 # rca-poller as a container: non-root, state on a volume, config by mount and environment.
 #   docker build -t rca-poller .
-#   docker run -v rca-state:/var/lib/rca-poller -v $PWD/config.yaml:/etc/rca-poller/config.yaml:ro \
+#   docker run -d -v rca-state:/var/lib/rca-poller -v $PWD/config.yaml:/etc/rca-poller/config.yaml:ro \
 #              -e LA_WORKSPACE_ID -e AZURE_CLIENT_ID -e AZURE_TENANT_ID -e AZURE_CLIENT_SECRET rca-poller
 FROM python:3.11-slim
 
@@ -24,9 +24,13 @@ USER 10001:10001
 WORKDIR /var/lib/rca-poller
 VOLUME ["/var/lib/rca-poller"]
 
-# Healthy while every source has ticked successfully recently (see `rca-poller status --check`).
+# Healthy while every enabled source has ticked successfully within metrics.stale_after (`rca-poller status --check`).
 HEALTHCHECK --interval=60s --timeout=10s --start-period=120s --retries=3 CMD ["rca-poller", "status", "--check"]
+
+# Prometheus /metrics and /healthz, only when the config sets metrics.port: 9464 and metrics.host: 0.0.0.0.
+EXPOSE 9464
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["rca-poller"]
-CMD ["run"]
+# A stop waits up to 8 s for a running tick, inside `docker stop`'s 10 s; raise both together (--stop-timeout).
+CMD ["run", "--shutdown-timeout", "8"]

@@ -7,7 +7,8 @@ extract, one SQLite commit). Requests are counted from the emulator's log (API c
 `/.well-known` probe per client is left out). Ticks, on the simulated clock:
 
   cold     the first tick: 24 h initial lookback, every run since then listed (no memory yet)
-  quiet    an hour later, nothing changed since the cursor (the daemon: the source remembers active runs)
+  quiet    two minutes after a catch-up tick, nothing changed since the cursor (the daemon: the source
+           remembers active runs)
   busy     5 minutes later: 20 runs failed, 2 clusters terminated unexpectedly, 1 library failed to install
   restart  the quiet tick again from a fresh process (cron mode, `rca-poller once`): no memory of active runs
 """
@@ -34,9 +35,9 @@ from poller.store import Store  # noqa: E402
 
 BASE = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 TOKEN_ENV = "BENCH_DATABRICKS_TOKEN"
-# make_workspace ends a few runs and clusters up to 45 minutes after its base time: the quiet tick comes after
-# those, and after the overlap behind them.
-QUIET_AFTER = timedelta(hours=1)
+# make_workspace ends a few runs and clusters up to 45 minutes after its base time: an unreported tick an hour
+# later reads those, so that the quiet tick after it finds nothing new.
+CATCH_UP_AFTER = timedelta(hours=1)
 
 
 def ms(moment: datetime) -> int:
@@ -71,7 +72,7 @@ def measure(emu: DatabricksEmulator, source: DatabricksSource, store: Store, now
     seconds = time.perf_counter() - began
     if not result.ok:
         raise SystemExit(f"tick failed: {result.error}")
-    paths = Counter(r.path.rsplit("/", 1)[-1] for r in emu.requests if r.path.startswith("/api/"))
+    paths = Counter(r.path.split("/", 3)[3] for r in emu.requests if r.path.startswith("/api/"))
     return result, sum(paths.values()), seconds, paths
 
 
@@ -98,9 +99,11 @@ def main() -> None:
         source = fresh()
         now = BASE
         rows = []
-        for name in ("cold", "quiet", "busy", "restart"):
+        for name in ("cold", "catch-up", "quiet", "busy", "restart"):
+            if name == "catch-up":
+                now += CATCH_UP_AFTER
             if name == "quiet":
-                now += QUIET_AFTER
+                now += timedelta(minutes=2)
             if name == "busy":
                 now += timedelta(minutes=5)
                 make_busy(emu, now)
@@ -108,7 +111,8 @@ def main() -> None:
                 now += timedelta(minutes=2)
                 source = fresh()
             result, requests, seconds, paths = measure(emu, source, store, now)
-            rows.append((name, requests, seconds, result.added, paths))
+            if name != "catch-up":
+                rows.append((name, requests, seconds, result.added, paths))
         store.close()
     print(f"workspace: {args.clusters} clusters, {args.runs} runs; requests_per_second={args.rps:g}")
     print(f"{'tick':8} {'requests':>8} {'seconds':>8} {'new failures':>13}  requests by endpoint")

@@ -19,6 +19,7 @@ from poller.extractors import extract
 from poller.logs import setup_logging
 from poller.models import Failure, iso
 from poller.onboarding import CREDENTIALS
+from poller.rca.redact import redacted
 from poller.pipeline import TickResult, process, tick
 from poller.render import (
     console,
@@ -215,7 +216,7 @@ def extract_cmd(service: str | None, raw: bool, files: tuple[str, ...]) -> None:
     for name in files:
         try:
             payload = json.loads(Path(name).read_text(encoding="utf-8"))
-            failures.extend(extract(payload, service))
+            failures.extend(redacted(f) for f in extract(payload, service))
         except (OSError, UnicodeDecodeError) as exc:
             bad += 1
             err_console.print(f"error: {name}: cannot read: {getattr(exc, 'strerror', None) or exc}", soft_wrap=True)

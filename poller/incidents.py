@@ -197,7 +197,7 @@ def _tokens_today(session: Session, now: datetime) -> int:
 def _evidence(session: Session, incident: IncidentRow, limits: EvidenceLimits) -> Any:
     recent = session.scalars(
         select(FailureRow).where(col(FailureRow.incident_id) == incident.id)
-        .order_by(col(FailureRow.occurred_at).desc()).limit(max(1, limits.occurrences))
+        .order_by(col(FailureRow.occurred_at).desc()).limit(limits.occurrences + 1)  # the latest + N others
     ).all()
     past = session.scalars(
         select(IncidentRow).where(col(IncidentRow.fingerprint) == incident.fingerprint, col(IncidentRow.id) != incident.id)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from poller.config import RcaConfig
 from poller.errors import ExtractError, SourceError
 from poller.models import Failure
+from poller.rca.redact import redacted
 from poller.sources.base import Source, Window
 from poller.store import Store
 
@@ -67,7 +68,8 @@ def extract_stage(ctx: TickContext, source: Source, records: Iterable[Any]) -> E
             out.quarantine.append((raw, f"unexpected {exc.__class__.__name__}: {exc}"))
             continue
         if failure is not None:
-            out.failures.setdefault(failure.key, failure.stamped(ctx.source, ctx.now))
+            # Credentials in error text and parameters are redacted before the failure is stored anywhere.
+            out.failures.setdefault(failure.key, redacted(failure).stamped(ctx.source, ctx.now))
     return out
 
 

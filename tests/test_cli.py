@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from poller.cli import main
 from poller.emulators.log_analytics import Fault, LogAnalyticsEmulator
-from poller.store import FailureRow, Store, TicketRow
+from poller.store import FailureRow, IncidentRow, Store, TicketRow
 from tests.conftest import ADF_TABLES, TOKEN, activity_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +107,12 @@ def test_once_lists_and_status(tmp_path: Path, live_la: LogAnalyticsEmulator) ->
 
     tickets = json.loads(run("tickets", "list", "--config", str(config), "--format", "json").stdout)
     assert len(tickets) == 3 and all(t["status"] == "open" and t["probable_cause"] for t in tickets)
+    incidents = json.loads(run("incidents", "list", "--config", str(config), "--format", "json").stdout)
+    assert len(incidents) == 3 and all(i["rca"]["provider"] == "rules" for i in incidents)
+    shown = json.loads(run("incidents", "show", str(incidents[0]["id"]), "--config", str(config), "--format",
+                           "json").stdout)
+    assert shown["occurrences"] == 1 and len(shown["failures"]) == 1 and shown["tickets"]
+    assert "pl_" in run("incidents", "show", str(incidents[0]["id"]), "--config", str(config)).stdout
 
     status = json.loads(run("status", "--config", str(config), "--format", "json").stdout)
     assert status[0]["source"] == "adf-test" and status[0]["backlog"] == 0 and status[0]["cursor"]
@@ -261,7 +267,7 @@ def test_sigkill_mid_tick_then_rerun_is_complete_and_consistent(tmp_path: Path, 
     assert final.returncode == 0, final.stdout + final.stderr
     store = Store(f"sqlite:///{tmp_path}/state.db")
     assert store.count(FailureRow) == count
-    assert store.count(TicketRow) == count
+    assert store.count(TicketRow) == store.count(IncidentRow) == 4  # four causes, one incident and ticket each
     assert len(store.quarantined()) == 1
     assert store.backlog() == 0
 

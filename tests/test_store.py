@@ -77,16 +77,56 @@ def test_record_error_keeps_cursor(store: Store) -> None:
     assert row.last_success_at == NOW
 
 
-def test_process_gives_one_ticket_per_failure_once(store: Store) -> None:
+def test_process_groups_every_failure_once_into_one_ticketed_incident(store: Store) -> None:
     with store.tick("adf-prod", NOW) as tx:
         tx.add_failures([failure(n) for n in range(1, 1201)])
     assert store.backlog() == 1200
     assert process(store, NOW) == 1200
     assert process(store, NOW) == 0
-    tickets = store.tickets()
-    assert len(tickets) == 1200
-    assert tickets[0].probable_cause.startswith("A SQL statement failed")
+    (ticket,) = store.tickets()  # "boom <n>" differs only by a number: one cause, one incident, one ticket
+    assert ticket.occurrences == 1200
+    assert ticket.probable_cause
     assert store.backlog() == 0
+
+
+def test_v1_state_file_migrates_to_incidents(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "v1.db"
+    con = sqlite3.connect(db)
+    con.executescript(V1_SCHEMA)
+    con.commit()
+    con.close()
+    store = Store(f"sqlite:///{db}")
+    assert store.backlog() == 1  # re-processed into an incident
+    assert process(store, NOW) == 1
+    (ticket,) = store.tickets()
+    assert ticket.incident_id == store.incidents()[0].id
+    assert {row.version for row in _versions(store)} == {1, 2}
+
+
+def _versions(store: Store) -> list[SchemaVersionRow]:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    with Session(store.engine) as session:
+        return list(session.scalars(select(SchemaVersionRow)))
+
+
+V1_SCHEMA = """
+CREATE TABLE failures (id INTEGER PRIMARY KEY, key VARCHAR UNIQUE, source VARCHAR, service VARCHAR, kind VARCHAR,
+  resource VARCHAR, resource_id VARCHAR, run_id VARCHAR, error_code VARCHAR, error_message VARCHAR,
+  failure_type VARCHAR, occurred_at DATETIME, detected_at DATETIME, metadata_json VARCHAR, raw_json VARCHAR,
+  processed_at DATETIME);
+CREATE TABLE tickets (id INTEGER PRIMARY KEY, sink VARCHAR, failure_key VARCHAR UNIQUE, title VARCHAR,
+  probable_cause VARCHAR, status VARCHAR, created_at DATETIME);
+CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DATETIME);
+INSERT INTO schema_version VALUES (1, '2026-11-29 10:00:00');
+INSERT INTO failures VALUES (1, 'adf:activity:a1', 'adf-prod', 'adf', 'activity_run', 'pl_sales', '', 'r1',
+  'SqlOperationFailed', 'boom', 'UserError', '2026-11-29 10:00:00', '2026-11-29 10:05:00', '{}', '{}',
+  '2026-11-29 10:05:00');
+INSERT INTO tickets VALUES (1, 'local', 'adf:activity:a1', 't', 'c', 'open', '2026-11-29 10:05:00');
+"""
 
 
 def test_schema_version_is_stamped_once(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import contextlib
 import json
 import re
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -102,7 +103,8 @@ class SynapseEmulator:
         """Serve in a background thread (again on the same port after ``stop``); idempotent."""
         if self._server is None:
             self._server = _Server(self._address, self, self._ca)
-            self._address = self._server.server_address[:2]  # a restart keeps the port the clients know
+            host, port = self._server.server_address[:2]
+            self._address = (str(host), port)  # a restart keeps the port the clients know
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name="synapse-emulator", daemon=True)
             self._thread.start()
@@ -113,6 +115,7 @@ class SynapseEmulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()  # kept-alive connections too: a stopped endpoint answers nothing
         if self._thread is not None:
             self._thread.join()
         self._server, self._thread = None, None
@@ -172,7 +175,8 @@ class SynapseEmulator:
 
     def serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Reply:
         url = urlsplit(target)
-        version = (parse_qs(url.query).get("api-version") or [None])[-1]
+        versions = parse_qs(url.query).get("api-version")
+        version = versions[-1] if versions else None
         parsed = _json_body(body)
         reply = self._reply(method, url.path, version, headers, parsed)
         with self._lock:
@@ -281,6 +285,19 @@ class _Server(ThreadingHTTPServer):
         self.emulator = emulator
         context = ca.server_context()
         self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def track(self, connection: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if open_ else self._connections.discard)(connection)
+
+    def drop_connections(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], OSError):
@@ -290,6 +307,14 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)
+        super().finish()
 
     def do_POST(self) -> None:
         self._dispatch()

@@ -80,9 +80,11 @@ WRAPPED_EXCEPTIONS: tuple[re.Pattern[str], ...] = (
                r"(?P<message>.*?)(?:\s*\r?\n\s*Stack:|\Z)", re.S),
 )
 _WRAPPERS = ("RpcException",)
-# .NET Exception.ToString(): "Type: message", inner exceptions after " ---> ", stack frames on "   at " lines.
+# .NET Exception.ToString(): "Type: message" (SqlException adds its HResult: "Type (0x80131904): message"),
+# inner exceptions after " ---> ", stack frames on "   at " lines.
 _CHAIN_LINK = re.compile(
-    r"(?:^|--->\s*)(?P<type>[A-Za-z_][\w.`+]*)\s?: (?P<message>.*?)(?=\r?\n\s+at |\s*--->|\r?\n\s*--- End of|\Z)",
+    r"(?:^|--->\s*)(?P<type>[A-Za-z_][\w.`+]*)(?: \(0x[0-9A-Fa-f]+\))?\s?: "
+    r"(?P<message>.*?)(?=\r?\n\s+at |\s*--->|\r?\n\s*--- End of|\Z)",
     re.S,
 )
 _FUNCTION_CATEGORY = re.compile(r"^Function\.([^.]+)")

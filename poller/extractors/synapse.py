@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from poller.extractors import alerts
-from poller.extractors.adf import CONTAINER_ACTIVITY_TYPES, RunFlavor, extract_row as extract_run_row
+from poller.extractors.adf import CONTAINER_ACTIVITY_TYPES, RunFlavor
+from poller.extractors.adf import extract_row as extract_run_row
 from poller.extractors.adf import extract_unkeyed as extract_unkeyed_run
 from poller.extractors.columns import json_object, mapping, text
 from poller.models import Failure, Service

@@ -17,7 +17,7 @@ from typing import Any
 
 from poller.models import Failure, iso
 from poller.rca.prompt import BEGIN, END, neutralise, suspicious_instructions
-from poller.rca.redact import redact_tree, redacted
+from poller.rca.redact import redact_text, redact_tree, redacted
 
 __all__ = ["Evidence", "EvidenceLimits", "build_evidence"]
 
@@ -62,7 +62,8 @@ class Evidence:
 
     @cached_property
     def _rendered(self) -> tuple[str, str, list[str]]:
-        items = [(title, neutralise(text)) for title, text in _items(self)]
+        # Redacted again here: an Evidence built by hand (not by build_evidence) must not leak either.
+        items = [(title, neutralise(redact_text(text))) for title, text in _items(self)]
         suspicious = suspicious_instructions("\n".join(text for _, text in items))
         body = "\n".join(_section(title, text, self.limits.max_item_chars) for title, text in items)
         nonce = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -113,6 +114,7 @@ class LlmClient:
         self.config = config
         self.credential = credential
         self._client: openai.OpenAI | None = None
+        self._lock = threading.Lock()
 
     @property
     def model(self) -> str:
@@ -123,7 +125,8 @@ class LlmClient:
 
     def ask(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> ModelReply:
         """Send one chat completion; never raises for what the service or the model did (MissingCredential aside)."""
-        client = self._client or self._build()
+        with self._lock:
+            client = self._client or self._build()
         try:
             response = client.chat.completions.create(
                 model=self.model, messages=cast(Any, messages), response_format=cast(Any, schema),
@@ -146,9 +149,10 @@ class LlmClient:
         return _parse(response)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def _build(self) -> openai.OpenAI:
         config = self.config

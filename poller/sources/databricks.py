@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from poller.config import DatabricksSourceConfig
@@ -154,7 +154,7 @@ class RunMemory:
 
     covered_from: datetime
     as_of: datetime
-    active: dict[int, int]  # run id → start_time (ms)
+    active: frozenset[int]  # run ids
     finished: dict[int, Json]  # run id → a failed run that ended after the window start, until the start passes it
 
     def covers(self, window: Window) -> bool:
@@ -221,8 +221,15 @@ class DatabricksSource:
         self.api.close()
 
     def check(self) -> str:
-        """Who the source reads as (``/Me``); raises SourceError when the workspace cannot be read."""
-        return self.api.current_user()
+        """Who the source reads as, once every watched API has answered; a SourceError (with the fix) if not."""
+        user = self.api.current_user()
+        if "jobs" in self.config.watch:
+            next(self.api.list_runs(active_only=True), None)  # the first page only
+        if "clusters" in self.config.watch:
+            self.api.list_clusters()
+        if "libraries" in self.config.watch:
+            self.api.library_statuses()
+        return f"{user} ({', '.join(self.config.watch)} readable)"
 
     def window(self, cursor: datetime | None, now: datetime) -> Window:
         # Re-read `overlap` behind the cursor: a tick that read but could not commit, and clock skew.
@@ -266,25 +273,14 @@ class DatabricksSource:
         # Active runs first: a run that ends between the two listings is then in one of them.
         active = {_run_id(run): run for run in self.api.list_runs(active_only=True)} if live else {}
         since = window.start if known else window.start - self.config.max_run_duration
-        query: Json = {"completed_only": True, "start_time_from": ms(since)}
-        if not live:
-            query["start_time_to"] = ms(window.end)
-        ended = {_run_id(run): run for run in self.api.list_runs(**query) if _ended_in(run, window, live)}
-        finished: dict[int, Json] = {}
-        if memory is not None and known:
-            finished = {i: run for i, run in memory.finished.items() if _end_ms(run) > ms(window.start)}
-            for run_id in memory.active.keys() - active.keys() - ended.keys() - finished.keys():
-                run = self.api.get_run(run_id)
-                if run is None:
-                    warnings.append(f"run {run_id} was active at the last tick and is gone now")
-                elif _is_active(run):  # a listing raced it; look again next tick
-                    active[run_id] = run
-                else:
-                    finished[run_id] = run
+        listed = self.api.list_runs(completed_only=True, start_time_from=ms(since),
+                                    start_time_to=None if live else ms(window.end))
+        ended = {_run_id(run): run for run in listed if _ended_in(run, window, live)}
+        finished = self._ended_since(memory, window, active, ended, warnings) if memory and known else {}
         outputs: dict[int, Json] = {}
         records: list[Json] = []
         failed: dict[int, Json] = {}
-        for run_id, run in {**active, **finished, **ended}.items():
+        for run_id, run in {**finished, **active, **ended}.items():  # the freshest copy of a run wins
             run_records, read = self._run_records(run, outputs, warnings)
             records += run_records
             if run_records and not _is_active(read):
@@ -294,22 +290,36 @@ class DatabricksSource:
         # Failed runs stay remembered until the window start passes their end: if this tick's commit fails,
         # the next one returns them again even when no listing would show them any more.
         kept = {i: run for i, run in failed.items() if _end_ms(run) > ms(window.start)}
-        started = {run_id: int(run.get("start_time") or 0) for run_id, run in active.items()}
         covered_from = memory.covered_from if memory is not None and known else window.start
-        return records, RunMemory(covered_from, window.end, started, kept), outputs
+        return records, RunMemory(covered_from, window.end, frozenset(active), kept), outputs
+
+    def _ended_since(self, memory: RunMemory, window: Window, active: dict[int, Json], ended: dict[int, Json],
+                     warnings: list[str]) -> dict[int, Json]:
+        """Runs that the memory holds: failed ones still in the overlap, and the ones active at the last tick
+        that no listing shows now — they ended, and runs/get reads them (a run still active joins `active`)."""
+        finished = {i: run for i, run in memory.finished.items() if _end_ms(run) > ms(window.start)}
+        for run_id in memory.active - active.keys() - ended.keys() - finished.keys():
+            run = self.api.get_run(run_id)
+            if run is None:
+                warnings.append(f"run {run_id} was active at the last tick and is gone now")
+            elif _is_active(run):  # a listing raced it; look again next tick
+                active[run_id] = run
+            else:
+                finished[run_id] = run
+        return finished
 
     def _run_records(self, run: Json, outputs: dict[int, Json],
                      warnings: list[str]) -> tuple[list[Json], Json]:
         """The records of one run, its failed tasks' outputs read (or reused); and the run as read."""
         bundle: Json = {"kind": "run", "host": self.api.host, "run": run, "outputs": {}}
-        try:
-            found = record_failures(bundle)  # which tasks failed, so that only their outputs are read
-        except Exception:  # keyed_records gives the reason, and the bundle is quarantined
+        found = _readable(bundle)  # which tasks failed, so that only their outputs are read
+        if found and run.get("has_more"):  # runs/list cut an array at 100 elements: read it whole
+            bundle["run"] = run = self.api.get_run(_run_id(run)) or run
+            found = _readable(bundle)
+        if found is None:  # keyed_records gives the reason, and the bundle is quarantined
             return keyed_records(bundle), run
         if not found:
             return [], run
-        if run.get("has_more"):  # runs/list cut an array at 100 elements
-            bundle["run"] = run = self.api.get_run(_run_id(run)) or run
         for task_run_id in _output_ids(found, run):
             output = outputs.get(task_run_id, self._memory.outputs.get(task_run_id))
             if output is None:
@@ -362,7 +372,7 @@ class DatabricksSource:
                                        base, ms(window.end))
                 episodes[(cluster_id, library)] = episode
                 if library_failed(episode.status):
-                    observed = datetime.fromtimestamp(episode.observed_ms / 1000, tz=window.end.tzinfo)
+                    observed = datetime.fromtimestamp(episode.observed_ms / 1000, tz=UTC)
                     records += keyed_records({
                         "kind": "library", "cluster_id": cluster_id, "cluster_name": text(cluster, "cluster_name"),
                         "library_statuses": [status], "occurrence": episode.stamp, "observed_at": iso(observed),
@@ -389,6 +399,14 @@ def latest(cluster: Mapping[str, Any], names: Iterable[str]) -> int:
 def _statuses(entry: Any) -> list[Json]:
     statuses = entry.get("library_statuses") if isinstance(entry, Mapping) else None
     return [s for s in statuses if isinstance(s, dict)] if isinstance(statuses, list) else []
+
+
+def _readable(bundle: Json) -> list[Failure] | None:
+    """A bundle's failures, or None when the rules cannot read it."""
+    try:
+        return record_failures(bundle)
+    except Exception:  # ExtractError, or a rule's bug: either way the bundle goes to quarantine
+        return None
 
 
 def _output_ids(found: list[Failure], run: Mapping[str, Any]) -> list[int]:

@@ -72,7 +72,6 @@ class RateLimiter:
         self._tokens = self.burst
         self._stamp = clock()
         self._lock = threading.Lock()
-        self.waited = 0.0
 
     def acquire(self) -> None:
         """Take one token, sleeping until there is one."""
@@ -82,7 +81,6 @@ class RateLimiter:
             self._stamp = now
             self._tokens -= 1
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-            self.waited += wait
         if wait > 0:
             self._sleep(wait)
 
@@ -130,7 +128,8 @@ def classify(config: DatabricksSourceConfig, path: str, exc: BaseException) -> V
 def _classify_api(config: DatabricksSourceConfig, host: str, path: str, exc: DatabricksError) -> Verdict:
     status = next((code for kind, code in STATUS_OF if isinstance(exc, kind)), 0)
     status = status or STATUS_OF_CODE.get(exc.error_code or "", 0)
-    message = _short(exc)
+    # The SDK appends its (masked) config to 401/403 messages; the host is named here already.
+    message = _short(exc).split(". Config: ", 1)[0]
     if status == 429:  # already retried by the SDK, honouring Retry-After
         return Verdict(f"throttled by {host} (HTTP 429): {message}", throttled=True,
                        retry_after=exc.retry_after_secs, status=status)
@@ -171,8 +170,8 @@ class DatabricksApi:
         self._client: WorkspaceClient | None = None
 
     def __repr__(self) -> str:
-        return f"DatabricksApi(source={self.source!r}, host={self.config.host!r}, " \
-               f"auth_type={self.config.effective_auth_type!r})"
+        auth = self.config.effective_auth_type
+        return f"DatabricksApi(source={self.source!r}, host={self.config.host!r}, auth_type={auth!r})"
 
     @property
     def host(self) -> str:
@@ -195,9 +194,13 @@ class DatabricksApi:
 
     # -- endpoints ------------------------------------------------------------------------------------------
 
-    def list_runs(self, **query: Any) -> Iterator[Json]:
+    def list_runs(self, *, active_only: bool = False, completed_only: bool = False,
+                  start_time_from: int | None = None, start_time_to: int | None = None) -> Iterator[Json]:
         """runs/list, every page, with tasks inline (≤100 per run; ``has_more`` marks the rest)."""
-        params = {"limit": RUNS_PAGE, "expand_tasks": True, **query}
+        params: Json = {"limit": RUNS_PAGE, "expand_tasks": True}
+        optional = {"active_only": active_only, "completed_only": completed_only,
+                    "start_time_from": start_time_from, "start_time_to": start_time_to}
+        params.update({name: value for name, value in optional.items() if value})
         for page in self._pages(f"{JOBS}/runs/list", params):
             yield from page.get("runs") or []
 

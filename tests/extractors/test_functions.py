@@ -69,7 +69,8 @@ def test_sampled_rows_keep_their_weight() -> None:
          " stack trace ---", ("System.IO.IOException", "disk full")),
         ("A.BException : a ---> C.DException : c ---> E.FException : multi\nline\n   at G.H()",
          ("E.FException", "multi\nline")),
-        ("System.InvalidOperationException: nothing inner\n   at X.Y()", ("System.InvalidOperationException", "nothing inner")),
+        ("System.InvalidOperationException: nothing inner\n   at X.Y()",
+         ("System.InvalidOperationException", "nothing inner")),
         ("", ("System.Exception", "outer")),
     ],
 )

@@ -55,7 +55,8 @@ def test_enriched_row_replaces_the_pending_failure_under_the_same_key() -> None:
     pending_row = load(FIXTURES[0].parent / "activity_pending_endpoint_down.json")["input"]
     error = {"errorCode": "2011", "message": "Notebook failed: NameError: name 'spark_df' is not defined",
              "failureType": "UserError", "target": "Notebook_Curate"}
-    later = {k: v for k, v in pending_row.items() if k != "ErrorPending"} | {"Error": error, "ErrorSource": "synapse_api"}
+    later = {k: v for k, v in pending_row.items() if k != "ErrorPending"}
+    later |= {"Error": error, "ErrorSource": "synapse_api"}
     first, second = extract_row(pending_row), extract_row(later)
     assert first is not None and second is not None
     assert first.key == second.key

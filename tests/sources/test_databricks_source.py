@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config as SdkConfig
 
-from poller.cli import run_once
+from poller.cli import main, run_once
 from poller.config import Config, parse_config
 from poller.emulators.databricks import DatabricksEmulator, make_workspace
 from poller.emulators.databricks_state import running_state, terminal_state
@@ -225,6 +227,15 @@ def test_old_completed_runs_are_not_read_again(h: Harness, emu: DatabricksEmulat
     emu.reset_log()
     h.tick(minutes=30)  # the run ended long before the window: it is not listed nor its output read
     assert output_calls(emu) == [] and calls(emu, "/api/2.2/jobs/runs/get") == 0
+
+
+def test_a_run_whose_listing_was_cut_is_read_whole(h: Harness, emu: DatabricksEmulator, clock: Clock) -> None:
+    emu.task_page_size = 2  # as the service cuts arrays at 100 elements
+    at = ms(clock.now - timedelta(minutes=30))
+    emu.add_run(job_run(RUN, at, at + 1000, [task("a", RUN + 1, "SUCCESS"), task("b", RUN + 2, "FAILED"),
+                                             task("c", RUN + 3, "FAILED"), task("d", RUN + 4, "FAILED")]))
+    assert h.tick().added == 3
+    assert calls(emu, "/api/2.2/jobs/runs/get") == 2 and sorted(output_calls(emu)) == [RUN + 2, RUN + 3, RUN + 4]
 
 
 def test_unknown_enum_strings_reach_the_failure_intact(h: Harness, emu: DatabricksEmulator, clock: Clock) -> None:
@@ -477,6 +488,16 @@ def test_permission_and_token_errors_say_what_to_fix_and_show_no_secret(
         h.source.poll(h.source.window(None, clock.now))
 
 
+def test_check_reads_every_watched_api(tmp_path: Path, emu: DatabricksEmulator, clock: Clock) -> None:
+    h = Harness(tmp_path, emu, clock, watch=["jobs", "libraries"])
+    assert h.source.check() == "rca-poller@example.com (jobs, libraries readable)"
+    assert {r.path for r in emu.requests if r.path.startswith("/api/")} == {
+        "/api/2.0/preview/scim/v2/Me", "/api/2.2/jobs/runs/list", "/api/2.0/libraries/all-cluster-statuses"}
+    emu.forbidden = True
+    with pytest.raises(SourceError, match=r"permission denied on /api/2.0/preview/scim/v2/Me \(HTTP 403\)"):
+        h.source.check()
+
+
 def test_two_workspaces_one_broken_the_others_failures_land(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -527,13 +548,7 @@ def test_a_poll_record_reads_again_through_rca_poller_extract(
 
 
 def test_extract_reads_saved_databricks_payloads(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from poller.cli import main
-
     fixture = Path(__file__).parent.parent / "testdata" / "databricks" / "jobs_bundle_retried_task_second_attempt.json"
-    import json
-
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(json.loads(fixture.read_text())["input"]))
     for args in (["extract", str(path)], ["extract", "--service", "databricks", str(path)]):
