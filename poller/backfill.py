@@ -108,10 +108,11 @@ def backfill_source(
     resumed = checkpoint.cursor if checkpoint and checkpoint.cursor and checkpoint.cursor > plan.since else None
     until = "now (" + iso(plan.until) + ")" if plan.open_ended else iso(plan.until)
     console.print(f"backfill {plan.source.name}: {iso(plan.since)} → {until} in chunks of {plan.chunk}"
-                  + (f", resuming at {iso(resumed)}" if resumed else "") + (" (dry run)" if dry_run else ""))
+                  + (f", resuming at {iso(resumed)}" if resumed else "") + (" (dry run)" if dry_run else ""),
+                  soft_wrap=True)
     with progress_bar(progress, plan.source.name) as on_chunk:
         results = run_backfill(plan, store, now, dry_run=dry_run, on_chunk=on_chunk)
-    console.print(summary(plan.source.name, results, dry_run))
+    console.print(summary(plan.source.name, results, dry_run), soft_wrap=True)
     return results
 
 

@@ -358,11 +358,18 @@ def check_sinks(config: Config) -> list[CheckResult]:
     if build is None:
         return results + [CheckResult(f"sink {name}", "check", False, "this version cannot check sinks")
                           for name in config.sinks]
-    for sink in build(config):
+    try:
+        sinks = list(build(config))
+    except PollerError as exc:
+        return [*results, CheckResult("sinks", "build", False, str(exc), "fix the sink's settings named above")]
+    for sink in sinks:
         component = f"sink {getattr(sink, 'name', '?')}"
         hook = getattr(sink, "check", None)
-        results += from_hook(component, hook) if callable(hook) else [
-            CheckResult(component, "check", True, "no check available for this sink type")]
+        try:
+            results += from_hook(component, hook) if callable(hook) else [
+                CheckResult(component, "check", True, "no check available for this sink type")]
+        finally:
+            getattr(sink, "close", lambda: None)()
     return results
 
 

@@ -16,11 +16,13 @@ from rich.text import Text
 from poller.config import DEFAULT_CONFIG_PATH, Config, load_config
 from poller.errors import ConfigError, ExtractError, PollerError, StoreError
 from poller.extractors import extract
+from poller.incidents import build_processor
 from poller.logs import setup_logging
 from poller.models import Failure, iso
 from poller.onboarding import CREDENTIALS
-from poller.rca.redact import redacted
 from poller.pipeline import TickResult, process, tick
+from poller.rca.redact import redacted
+from poller.remediation.cli import remediations
 from poller.render import (
     console,
     incident_json,
@@ -194,7 +196,7 @@ def run_once(config: Config, store: Store, now: datetime, only: str | None = Non
     finally:
         for source in sources:
             source.close()
-    process(store, now)
+    process(store, now, build_processor(config, _credential(config)))
     return results
 
 
@@ -395,6 +397,9 @@ def demo(keep: str | None) -> None:
         run_demo(console, Path(keep) if keep else None)
     except PollerError as exc:
         fail(str(exc), EXIT_FAILED)
+
+
+main.add_command(remediations)
 
 
 if __name__ == "__main__":

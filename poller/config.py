@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from poller.errors import ConfigError
+from poller.remediation.config import RemediationConfig
 
 DEFAULT_CONFIG_PATH = "config.yaml"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -305,14 +306,127 @@ class RcaConfig(_Model):
         return timeout
 
 
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+def _env_var(name: str) -> str:
+    if not _ENV_NAME.match(name):
+        raise ValueError("must name the environment variable that holds the secret, not the secret itself")
+    return name
+
+
+class _SinkBase(_Model):
+    """What every sink shares: filters (all must match), how often to repeat, how fast to send."""
+
+    min_severity: Severity = "low"
+    services: list[str] = Field(default_factory=list)
+    resources: list[str] = Field(default_factory=list)  # glob patterns: "pl_*"
+    repeat_interval: Duration = timedelta(hours=4)
+    rate_limit: int = Field(default=0, ge=0)  # deliveries per minute; 0 = unlimited
+    timeout: Duration = timedelta(seconds=30)
+    enabled: bool = True
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _secrets_and_urls(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if name.endswith("_env"):
+            return _env_var(value)
+        return _tls_url(value) if name in ("instance_url", "url", "organization_url") else value
+
+
+class ServiceNowSinkConfig(_SinkBase):
+    type: Literal["servicenow"]
+    instance_url: str
+    auth: Literal["basic", "oauth"] = "basic"
+    username: str | None = None
+    password_env: str = "SERVICENOW_PASSWORD"
+    client_id: str | None = None
+    client_secret_env: str = "SERVICENOW_CLIENT_SECRET"
+    assignment_group: str | None = None
+    caller_id: str | None = None
+    close_code: str = "Solution provided"
+    repeat_interval: Duration = timedelta(hours=1)
+
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> ServiceNowSinkConfig:
+        if self.auth == "basic" and not self.username:
+            raise ValueError("username is required when auth is basic")
+        if self.auth == "oauth" and not self.client_id:
+            raise ValueError("client_id is required when auth is oauth")
+        return self
+
+
+class JiraSinkConfig(_SinkBase):
+    type: Literal["jira"]
+    url: str
+    deployment: Literal["cloud", "datacenter"] = "cloud"
+    project: str = Field(min_length=1)
+    issue_type: str = "Bug"
+    email: str | None = None  # Cloud: the account's email, with an API token; Data Center: a personal access token
+    token_env: str = "JIRA_API_TOKEN"
+    resolve_transition: str = "Done"
+    repeat_interval: Duration = timedelta(hours=1)
+
+
+    @model_validator(mode="after")
+    def _cloud_email(self) -> JiraSinkConfig:
+        if self.deployment == "cloud" and not self.email:
+            raise ValueError("email is required for Jira Cloud (it signs in with email + API token)")
+        return self
+
+
+class AzureDevOpsSinkConfig(_SinkBase):
+    type: Literal["azure_devops"]
+    organization_url: str
+    project: str = Field(min_length=1)
+    work_item_type: str = "Bug"
+    pat_env: str = "AZURE_DEVOPS_PAT"
+    area_path: str | None = None
+    resolved_state: str = "Resolved"
+    repeat_interval: Duration = timedelta(hours=1)
+
+
+
+class SlackSinkConfig(_SinkBase):
+    type: Literal["slack"]
+    webhook_url_env: str = "SLACK_WEBHOOK_URL"
+
+
+class TeamsSinkConfig(_SinkBase):
+    type: Literal["teams"]
+    webhook_url_env: str = "TEAMS_WEBHOOK_URL"
+
+
+class WebhookSinkConfig(_SinkBase):
+    type: Literal["webhook"]
+    url: str
+    secret_env: str = "RCA_POLLER_WEBHOOK_SECRET"
+
+
+
+class EmailSinkConfig(_SinkBase):
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password_env: str = "SMTP_PASSWORD"
+    sender: str = Field(min_length=3)
+    recipients: list[str] = Field(min_length=1)
+
+
+SinkConfig = Annotated[
+    ServiceNowSinkConfig | JiraSinkConfig | AzureDevOpsSinkConfig | SlackSinkConfig | TeamsSinkConfig
+    | WebhookSinkConfig | EmailSinkConfig,
+    Field(discriminator="type"),
+]
+SINK_TYPES = ("servicenow", "jira", "azure_devops", "slack", "teams", "email", "webhook")
+
+
 class IncidentsConfig(_Model):
     quiet_period: Duration = timedelta(hours=6)
-
-
-class RemediationConfig(_Model):
-    enabled: bool = False
-    dry_run: bool = True
-    policies: list[dict[str, Any]] = Field(default_factory=list)
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -338,26 +452,19 @@ class Config(_Model):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     rca: RcaConfig = RcaConfig()
     incidents: IncidentsConfig = IncidentsConfig()
-    sinks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     remediation: RemediationConfig = RemediationConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
 
-    @field_validator("sources")
+    @field_validator("sources", "sinks")
     @classmethod
-    def _source_names(cls, sources: dict[str, Any]) -> dict[str, Any]:
-        for name in sources:
+    def _names(cls, items: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        for name in items:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-                raise ValueError(f"source name {name!r} may hold only letters, digits, '.', '_' and '-'")
-        return sources
-
-    @field_validator("sinks")
-    @classmethod
-    def _no_sinks_yet(cls, sinks: dict[str, Any]) -> dict[str, Any]:
-        # Only the local ticket table exists so far; refuse rather than silently drop a configured sink.
-        for name in sinks:
-            raise ValueError(f"sink {name!r}: external sinks are not available in this version (local tickets only)")
-        return sinks
+                raise ValueError(f"{str(info.field_name)[:-1]} name {name!r} may hold only letters, digits, "
+                                 "'.', '_' and '-'")
+        return items
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -414,7 +521,8 @@ def _first_error(exc: ValidationError) -> ConfigError:
     first = errors[0]
     loc = [str(part) for part in first["loc"]]
     # A discriminated union adds the tag ('log_analytics') to the location; it is not a key the user wrote.
-    if len(loc) >= 3 and loc[0] == "sources" and loc[2] in SOURCE_TYPES:
+    kind, types = ("sink", SINK_TYPES) if loc and loc[0] == "sinks" else ("source", SOURCE_TYPES)
+    if len(loc) >= 3 and loc[0] in ("sources", "sinks") and loc[2] in types:
         del loc[2]
     message = first["msg"]
     if first["type"] == "extra_forbidden":
@@ -423,9 +531,9 @@ def _first_error(exc: ValidationError) -> ConfigError:
         message = "required key is missing"
     elif first["type"] == "union_tag_invalid":
         tag = first.get("ctx", {}).get("tag")
-        message = f"unknown source type {tag!r} (known: {', '.join(SOURCE_TYPES)})"
+        message = f"unknown {kind} type {tag!r} (known: {', '.join(types)})"
     elif first["type"] == "union_tag_not_found":
-        message = f"each source needs a 'type' (known: {', '.join(SOURCE_TYPES)})"
+        message = f"each {kind} needs a 'type' (known: {', '.join(types)})"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""

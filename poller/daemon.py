@@ -22,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from poller.config import Config
 from poller.errors import ConfigError
+from poller.incidents import Processor, build_processor
 from poller.logs import setup_logging
 from poller.metrics import Metrics, MetricsServer
 from poller.pipeline import TickResult, process, tick
@@ -72,11 +73,19 @@ class Daemon:
     _process_lock: threading.Lock = field(default_factory=threading.Lock)
     _process_due: threading.Event = field(default_factory=threading.Event)
     _health: dict[str, SourceHealth] = field(default_factory=dict)
+    _built: tuple[Config, Processor] | None = None
+
+    def _processor(self) -> Processor:
+        """The config's processor (RCA engine, sinks), built once per loaded config."""
+        if self._built is None or self._built[0] is not self.config:
+            self._built = (self.config, build_processor(self.config, self.credential_factory(self.config)))
+        return self._built[1]
 
     def run(self, load_config: Callable[[], Config] | None = None) -> None:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads the config (a bad new config keeps the old one)."""
         self._install_signals()
         self.metrics = self.metrics or Metrics(self.config, self.store, self.clock)
+        self._processor()  # a bad RCA, sink or remediation setting stops the start (exit 2), not every tick
         server = self._start_metrics_server()
         try:
             while True:
@@ -84,14 +93,18 @@ class Daemon:
                 scheduler = self._schedule(sources)
                 notify("READY=1")
                 log.info("daemon.started", extra={"sources": ",".join(s.name for s in sources) or "-"})
-                self._wait_for_signal(scheduler)
-                notify("STOPPING=1" if self._stop.is_set() else "RELOADING=1")
+                new = None
+                while new is None and not self._stop.is_set():
+                    self._wait_for_signal(scheduler)
+                    self._reload.clear()
+                    if not self._stop.is_set() and load_config is not None:
+                        new = self._load_new_config(load_config)  # a bad one is refused: ticks carry on
+                notify("STOPPING=1" if new is None else "RELOADING=1")
                 self._shutdown(scheduler, sources)
-                if self._stop.is_set() or load_config is None:
+                if new is None:
                     log.info("daemon.stopped", extra={"clean": not self.abandoned})
                     return
-                self._reload.clear()
-                server = self._apply_reload(load_config, server)
+                server = self._apply_config(*new, server)
         finally:
             if server is not None:
                 server.close()
@@ -139,7 +152,7 @@ class Daemon:
 
     def _process_once(self) -> None:
         try:
-            done = process(self.store, self.clock())
+            done = process(self.store, self.clock(), self._processor())
         except Exception as exc:  # the failures stay pending; the next tick's processing retries them
             log.error("process.failed", extra={"error": f"{exc.__class__.__name__}: {exc}"}, exc_info=True)
             if self.metrics is not None:
@@ -195,17 +208,20 @@ class Daemon:
         for source in sources:
             source.close()
 
-    def _apply_reload(self, load_config: Callable[[], Config], server: MetricsServer | None) -> MetricsServer | None:
-        old = self.config
+    def _load_new_config(self, load_config: Callable[[], Config]) -> tuple[Config, Processor] | None:
         try:
             new = load_config()
-            if new.state.url != old.state.url:
+            if new.state.url != self.config.state.url:
                 raise ConfigError("state.url", "a new state store needs a restart, not a reload")
-            self.credential_factory(new)  # a bad credential setting is refused here, not in every tick
+            credential = self.credential_factory(new)  # a bad credential setting is refused here, not in every tick
+            processor = build_processor(new, credential)
         except Exception as exc:  # keep serving with the old config rather than dying on a typo
             log.error("daemon.reload_failed", extra={"error": str(exc)})
-            return server
-        self.config = new
+            return None
+        return new, processor
+
+    def _apply_config(self, new: Config, processor: Processor, server: MetricsServer | None) -> MetricsServer | None:
+        old, self.config, self._built = self.config, new, (new, processor)
         setup_logging(new.logging.level, new.logging.format, new.logging.levels, reset=old.logging.levels)
         if self.metrics is not None:
             self.metrics.config = new
@@ -214,7 +230,7 @@ class Daemon:
                 server.close()
             try:
                 server = self._start_metrics_server()
-            except Exception as exc:
+            except Exception as exc:  # the new port is taken: serve on without metrics rather than stop
                 log.error("metrics.unavailable", extra={"error": str(exc)})
                 server = None
         log.info("daemon.reloaded")
@@ -259,10 +275,11 @@ def notify(state: str) -> None:
     if address.startswith("@"):
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)  # a receiver that stopped reading must not hang the daemon (or its stop)
         try:
             sock.sendto(state.encode(), address)
         except OSError as exc:
-            log.warning("daemon.notify_failed", extra={"error": str(exc)})
+            log.warning("daemon.notify_failed", extra={"state": state, "error": str(exc) or exc.__class__.__name__})
 
 
 def watchdog_interval() -> float | None:

@@ -20,6 +20,10 @@ from sqlmodel import col
 from poller.fingerprint import Fingerprint, fingerprint
 from poller.models import Failure, dumps
 from poller.rca import CallRecord, EvidenceLimits, RcaEngine, RcaResult, build_evidence
+from poller.remediation.build import build_remediation
+from poller.remediation.engine import RemediationEngine
+from poller.sinks import Sink, build_sinks
+from poller.sinks.outbox import deliver_stage, enqueue_stage
 from poller.store import FailureRow, IncidentRow, RcaCacheRow, RcaCallRow, Store, TicketRow, pending_failures
 
 log = logging.getLogger("poller.incidents")
@@ -44,9 +48,11 @@ class ProcessStats:
     analysed: int = 0
     resolved: int = 0
     tickets: int = 0
+    enqueued: int = 0
+    delivered: int = 0
 
     def merge(self, other: ProcessStats) -> None:
-        for name in ("grouped", "opened", "analysed", "resolved", "tickets"):
+        for name in ("grouped", "opened", "analysed", "resolved", "tickets", "enqueued", "delivered"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -61,9 +67,22 @@ class Processor:
     quiet_period: timedelta = timedelta(hours=6)
     cache_ttl: timedelta = timedelta(days=7)
     limits: EvidenceLimits = field(default_factory=EvidenceLimits)
+    sinks: Sequence[Sink] = ()
+    remediation: RemediationEngine | None = None
 
     def stages(self) -> Sequence[Stage]:
-        return (group_stage, resolve_stage, self.rca_stage, ticket_stage)
+        return (group_stage, resolve_stage, self.rca_stage, self.remediation_stage, ticket_stage,
+                self.enqueue_stage, self.deliver_stage)
+
+    def remediation_stage(self, store: Store, ctx: ProcessContext) -> ProcessStats:
+        """Policy matches on extracted failure fields → actions (never the RCA: model output triggers nothing)."""
+        return ProcessStats(resolved=self.remediation.run(store, ctx.now)) if self.remediation else ProcessStats()
+
+    def enqueue_stage(self, store: Store, ctx: ProcessContext) -> ProcessStats:
+        return enqueue_stage(store, ctx, self.sinks)
+
+    def deliver_stage(self, store: Store, ctx: ProcessContext) -> ProcessStats:
+        return deliver_stage(store, ctx, self.sinks)
 
     def run(self, store: Store, now: datetime) -> ProcessStats:
         ctx = ProcessContext(now=now, quiet_period=self.quiet_period, cache_ttl=self.cache_ttl, limits=self.limits)
@@ -98,7 +117,7 @@ def group_stage(store: Store, ctx: ProcessContext) -> ProcessStats:
     stats = ProcessStats()
     while True:
         with store.session() as session:
-            rows = pending_failures(session, GROUP_BATCH)
+            rows = pending_failures(session, GROUP_BATCH, ctx.now)
             if not rows:
                 return stats
             open_by_print: dict[str, IncidentRow] = {}
@@ -245,10 +264,12 @@ def _ticket(incident: IncidentRow, ticket: TicketRow | None, now: datetime) -> T
 
 
 def build_processor(config: Any, credential: Any = None) -> Processor:
-    """The processor for a config: its RCA engine and the incident settings."""
+    """The processor for a config: its RCA engine, the incident settings and the external sinks."""
     return Processor(
         engine=RcaEngine(config.rca, credential),
         quiet_period=config.incidents.quiet_period,
         cache_ttl=config.rca.cache_ttl,
         limits=EvidenceLimits(**config.rca.evidence.model_dump()),
+        sinks=build_sinks(config),
+        remediation=build_remediation(config, credential),
     )

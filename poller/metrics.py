@@ -26,12 +26,13 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlmodel import col
+from sqlmodel import SQLModel, col
 
 from poller.config import Config
 from poller.errors import PollerError
 from poller.models import iso
 from poller.pipeline import TickResult
+from poller.schema import OutboxRow, RemediationAttemptRow
 from poller.store import CheckpointRow, IncidentRow, RcaCallRow, Store, TicketRow
 
 log = logging.getLogger("poller.metrics")
@@ -151,10 +152,6 @@ class Metrics:
         self.processed = Counter("rca_poller_processed_total", "Failures the processor grouped into incidents.",
                                  registry=r)
         self.process_errors = Counter("rca_poller_process_errors_total", "Processor runs that raised.", registry=r)
-        self.sink_deliveries = Counter("rca_poller_sink_deliveries_total", "Ticket/notification sends by outcome.",
-                                       ["sink", "outcome"], registry=r)
-        self.remediations = Counter("rca_poller_remediations_total", "Remediation attempts by action and outcome.",
-                                    ["action", "outcome"], registry=r)
         r.register(_StoreCollector(self))
 
     def record_tick(self, result: TickResult, seconds: float, consecutive_errors: int) -> None:
@@ -172,12 +169,6 @@ class Metrics:
             self.process_errors.inc()
         else:
             self.processed.inc(processed)
-
-    def record_sink(self, sink: str, outcome: str) -> None:
-        self.sink_deliveries.labels(sink, outcome).inc()
-
-    def record_remediation(self, action: str, outcome: str) -> None:
-        self.remediations.labels(action, outcome).inc()
 
     def statuses(self) -> list[SourceStatus]:
         return source_statuses(self.config, self.store, self.clock())
@@ -220,26 +211,27 @@ class _StoreCollector:
         yield from (lag, success, healthy, backlog)
 
     def _processing(self) -> Iterator[Metric]:
-        incidents = GaugeMetricFamily("rca_poller_incidents", "Incidents by status.", labels=["status"])
-        tickets = GaugeMetricFamily("rca_poller_tickets", "Tickets by sink and status.", labels=["sink", "status"])
-        calls = CounterMetricFamily("rca_poller_llm_calls", "LLM calls by provider and status.",
-                                    labels=["provider", "status"])
+        counted = (  # (family, table, label columns): one `count(*) GROUP BY` each
+            (GaugeMetricFamily("rca_poller_incidents", "Incidents by status.", labels=["status"]),
+             IncidentRow, ("status",)),
+            (GaugeMetricFamily("rca_poller_tickets", "Tickets by sink and status.", labels=["sink", "status"]),
+             TicketRow, ("sink", "status")),
+            (GaugeMetricFamily("rca_poller_sink_deliveries", "Deliveries owed to external sinks by status (pending, "
+                               "sent, failed_permanent, skipped).", labels=["sink", "status"]),
+             OutboxRow, ("sink", "status")),
+            (GaugeMetricFamily("rca_poller_remediations", "Remediation attempts by action and status.",
+                               labels=["action", "status"]), RemediationAttemptRow, ("action", "status")),
+            (CounterMetricFamily("rca_poller_llm_calls", "LLM calls by provider and status.",
+                                 labels=["provider", "status"]), RcaCallRow, ("provider", "status")),
+        )
         tokens = CounterMetricFamily("rca_poller_llm_tokens", "LLM tokens by provider and kind (prompt, completion).",
                                      labels=["provider", "kind"])
         cost = CounterMetricFamily("rca_poller_llm_cost_usd", "Estimated LLM cost in US dollars.", labels=["provider"])
-        incident_status, sink, ticket_status = col(IncidentRow.status), col(TicketRow.sink), col(TicketRow.status)
-        provider, call_status = col(RcaCallRow.provider), col(RcaCallRow.status)
+        provider = col(RcaCallRow.provider)
         with Session(self._metrics.store.engine) as session:
-            for status, count in session.execute(select(incident_status, func.count()).group_by(incident_status)):
-                incidents.add_metric([status], count)
-            for name, status, count in session.execute(
-                select(sink, ticket_status, func.count()).group_by(sink, ticket_status)
-            ):
-                tickets.add_metric([name, status], count)
-            for name, status, count in session.execute(
-                select(provider, call_status, func.count()).group_by(provider, call_status)
-            ):
-                calls.add_metric([name, status], count)
+            for family, row, columns in counted:
+                for labels, count in _count_by(session, row, *columns):
+                    family.add_metric(labels, count)
             for name, prompt, completion, dollars in session.execute(
                 select(provider, func.sum(col(RcaCallRow.prompt_tokens)), func.sum(col(RcaCallRow.completion_tokens)),
                        func.sum(col(RcaCallRow.cost))).group_by(provider)
@@ -247,7 +239,13 @@ class _StoreCollector:
                 tokens.add_metric([name, "prompt"], prompt or 0)
                 tokens.add_metric([name, "completion"], completion or 0)
                 cost.add_metric([name], dollars or 0.0)
-        yield from (incidents, tickets, calls, tokens, cost)
+        yield from (*(family for family, _, _ in counted), tokens, cost)
+
+
+def _count_by(session: Session, row: type[SQLModel], *columns: str) -> Iterator[tuple[list[str], int]]:
+    keys = [col(getattr(row, name)) for name in columns]
+    for *values, count in session.execute(select(*keys, func.count()).group_by(*keys)):
+        yield [str(v) for v in values], int(count)
 
 
 # --- the HTTP server --------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def example_config() -> str:
 def render_config(answers: Answers, template: str | None = None) -> str:
     """The example with each answered setting written into its line; raises ValueError if the result is invalid."""
     text = template if template is not None else example_config()
-    edits: list[tuple[str | None, str, str]] = [
+    edits: list[tuple[str, str, str]] = [
         ("sources", r"^  adf-prod:", f"  {answers.source}:" if answers.source else ""),
         ("sources", r'^    workspace_id: .*$', f"    workspace_id: {_quote(answers.workspace_id)}"
          if answers.workspace_id else ""),
@@ -75,14 +75,14 @@ def render_config(answers: Answers, template: str | None = None) -> str:
     return text
 
 
-def _replace_in_section(text: str, section: str | None, pattern: str, replacement: str) -> str:
+def _replace_in_section(text: str, section: str, pattern: str, replacement: str) -> str:
     """Replace the first match of `pattern` inside the top-level `section:` block."""
-    match = re.search(rf"^{section}:.*?(?=^\S|\Z)", text, flags=re.MULTILINE | re.DOTALL) if section else None
-    start, end = (match.start(), match.end()) if match else (0, len(text))
-    block, count = re.subn(pattern, lambda _m: replacement, text[start:end], count=1, flags=re.MULTILINE)
-    if count != 1:
+    match = re.search(rf"^{section}:.*?(?=^\S|\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    block, count = re.subn(pattern, lambda _m: replacement, match.group(0) if match else "", count=1,
+                           flags=re.MULTILINE)
+    if match is None or count != 1:
         raise ValueError(f"the example config has no line matching {pattern!r} under {section}:")
-    return text[:start] + block + text[end:]
+    return text[:match.start()] + block + text[match.end():]
 
 
 def _quote(value: str) -> str:

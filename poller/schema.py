@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, inspect, text
+from sqlalchemy import DDL, DateTime, Engine, TypeDecorator, UniqueConstraint, event, inspect, text
 from sqlmodel import Field, SQLModel
 
 from poller.models import Failure
@@ -55,6 +55,8 @@ class FailureRow(SQLModel, table=True):
     processed_at: datetime | None = _time(default=None, nullable=True, index=True)
     incident_id: int | None = Field(default=None, nullable=True, index=True)
     fingerprint: str | None = Field(default=None, nullable=True)
+    # The source could not read the error text yet (metadata.error_pending); an enriched re-read replaces it.
+    pending: bool = Field(default=False, index=True)
 
     def to_failure(self) -> Failure:
         return Failure(
@@ -167,6 +169,41 @@ class TicketRow(SQLModel, table=True):
     updated_at: datetime = _time()
 
 
+class OutboxRow(SQLModel, table=True):
+    """One delivery owed to an external sink: an incident's state change (open, update, resolve), sent in order."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    sink: str = Field(index=True)
+    incident_id: int = Field(index=True)
+    action: str  # open | update | resolve
+    incident_version: int = 0
+    state: str = ""  # the incident's status/rca state when enqueued: a repeat of the same state waits repeat_interval
+    payload_json: str = "{}"
+    status: str = Field(default="pending", index=True)  # pending | sent | failed_permanent | skipped
+    attempts: int = 0
+    next_attempt_at: datetime | None = _time(default=None, nullable=True)
+    last_error: str | None = None
+    result: str | None = None  # the TicketAction the sink performed
+    created_at: datetime = _time()
+    sent_at: datetime | None = _time(default=None, nullable=True)
+
+
+class SinkTicketRow(SQLModel, table=True):
+    """An incident's ticket in an external sink, written only after the remote call succeeded."""
+
+    __tablename__ = "sink_tickets"
+    __table_args__ = (UniqueConstraint("sink", "incident_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    sink: str = Field(index=True)
+    incident_id: int = Field(index=True)
+    remote_id: str | None = None
+    url: str | None = None
+    last_action: str = ""
+    last_version: int = 0
+    updated_at: datetime = _time()
+
+
 class SchemaVersionRow(SQLModel, table=True):
     __tablename__ = "schema_version"
     version: int = Field(primary_key=True)
@@ -193,6 +230,70 @@ def _v1_to_v2(conn: Any) -> None:
     # go and every failure is processed again into its incident.
     conn.execute(text("ALTER TABLE failures ADD COLUMN incident_id INTEGER"))
     conn.execute(text("ALTER TABLE failures ADD COLUMN fingerprint VARCHAR"))
+    conn.execute(text("ALTER TABLE failures ADD COLUMN pending BOOLEAN NOT NULL DEFAULT 0"))
     conn.execute(text("CREATE INDEX ix_failures_incident_id ON failures (incident_id)"))
+    conn.execute(text("CREATE INDEX ix_failures_pending ON failures (pending)"))
     conn.execute(text("DROP TABLE IF EXISTS tickets"))
     conn.execute(text("UPDATE failures SET processed_at = NULL"))
+
+
+# -- remediation (issue 7) ------------------------------------------------------------------------------------
+
+
+class RemediationAttemptRow(SQLModel, table=True):
+    """One remediation attempt; its intent is committed before the vendor call, its external id after."""
+
+    __tablename__ = "remediation_attempts"
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(index=True)
+    failure_key: str
+    policy: str
+    action: str
+    mode: str
+    resource_key: str = Field(index=True)  # what once_within counts per: the failure's resource_id
+    error_code: str = ""
+    attempt: int = 1
+    # scheduled | pending_approval | approved | intent | sent | succeeded | failed | dry_run | rejected | blocked
+    status: str = Field(index=True)
+    params_json: str = "{}"
+    idempotency_key: str = Field(unique=True)
+    external_id: str | None = None  # the new run, repair or cluster id
+    message: str | None = None
+    created_at: datetime = _time()
+    not_before: datetime = _time()
+    sent_at: datetime | None = _time(default=None, nullable=True, index=True)
+    finished_at: datetime | None = _time(default=None, nullable=True)
+
+
+class RemediationAuditRow(SQLModel, table=True):
+    """Append-only: every remediation decision and outcome, with the rule and parameters behind it."""
+
+    __tablename__ = "remediation_audit"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _time(index=True)
+    incident_id: int | None = Field(default=None, nullable=True, index=True)
+    attempt_id: int | None = Field(default=None, nullable=True)
+    event: str = Field(index=True)
+    policy: str | None = None
+    action: str | None = None
+    mode: str = ""
+    detail_json: str = "{}"
+    seconds: float | None = None
+
+
+class RemediationStateRow(SQLModel, table=True):
+    """Global guard state: the circuit breaker (name ``breaker``)."""
+
+    __tablename__ = "remediation_state"
+    name: str = Field(primary_key=True)
+    consecutive_failures: int = 0
+    open: bool = False
+    opened_at: datetime | None = _time(default=None, nullable=True)
+    updated_at: datetime = _time()
+
+
+_APPEND_ONLY = ("CREATE TRIGGER IF NOT EXISTS remediation_audit_no_{verb} BEFORE {verb} ON remediation_audit "
+                "BEGIN SELECT RAISE(ABORT, 'remediation_audit is append-only'); END")
+for _verb in ("UPDATE", "DELETE"):
+    _ddl = DDL(_APPEND_ONLY.format(verb=_verb))  # type: ignore[no-untyped-call]
+    event.listen(RemediationAuditRow.__table__, "after_create", _ddl.execute_if(dialect="sqlite"))  # type: ignore[attr-defined]

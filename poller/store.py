@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,21 @@ class TickTransaction:
             self._session.execute(select(func.count()).where(col(FailureRow.id) > before)).scalar_one()
         )
         self.added += added
+        self._replace_pending({row["key"]: row for row in rows if not row["pending"]})
         return added
+
+    def _replace_pending(self, enriched: dict[str, dict[str, Any]]) -> None:
+        """A stored failure whose error text was pending takes the fields of its enriched re-read."""
+        if not enriched:
+            return
+        waiting = self._session.scalars(
+            select(FailureRow).where(col(FailureRow.pending), col(FailureRow.key).in_(list(enriched)))
+        ).all()
+        for row in waiting:
+            values = enriched[row.key]
+            for name in ("error_code", "error_message", "failure_type", "metadata_json", "raw_json"):
+                setattr(row, name, values[name])
+            row.pending = False
 
     def quarantine(self, raw: Any, reason: str) -> bool:
         """Keep an unreadable record with its reason; False if this very record is already kept."""
@@ -195,6 +209,14 @@ class Store:
             session.expunge_all()
             return incident, failures, tickets, calls
 
+    def enrichment_pending(self, source: str) -> list[Failure]:
+        """Failures of a source whose error text is still to be fetched (to resume after a restart)."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(FailureRow).where(col(FailureRow.source) == source, col(FailureRow.pending))
+            )
+            return [row.to_failure() for row in rows]
+
     def quarantined(self) -> list[QuarantineRow]:
         with Session(self.engine) as session:
             rows = list(session.scalars(select(QuarantineRow).order_by(col(QuarantineRow.id))))
@@ -213,11 +235,17 @@ class Store:
                 session.add(SchemaVersionRow(version=SCHEMA_VERSION, applied_at=datetime.now(UTC)))
 
 
-def pending_failures(session: Session, limit: int) -> list[FailureRow]:
-    """Failures no processing stage has finished with, oldest first."""
+# How long a failure whose error text is still being fetched waits before it is grouped as it is.
+PENDING_HOLD = timedelta(hours=1)
+
+
+def pending_failures(session: Session, limit: int, now: datetime | None = None) -> list[FailureRow]:
+    """Failures no processing stage has finished with, oldest first (enrichment-pending ones wait a while)."""
     query = (
         select(FailureRow)
         .where(col(FailureRow.processed_at).is_(None))
+        .where(~col(FailureRow.pending) | (col(FailureRow.detected_at) < (now or datetime.max.replace(tzinfo=UTC))
+                                            - PENDING_HOLD))
         .order_by(col(FailureRow.detected_at), col(FailureRow.id))
         .limit(limit)
     )
@@ -230,6 +258,7 @@ def _failure_values(f: Failure) -> dict[str, Any]:
         "resource_id": f.resource_id, "run_id": f.run_id, "error_code": f.error_code,
         "error_message": f.error_message, "failure_type": f.failure_type, "occurred_at": f.occurred_at,
         "detected_at": f.detected_at, "metadata_json": dumps(f.metadata), "raw_json": dumps(f.raw),
+        "pending": bool(f.metadata.get("error_pending")),
     }
 
 

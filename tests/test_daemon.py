@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -161,22 +162,19 @@ def test_sources_tick_independently_and_sigterm_exits_0_with_all_committed(tmp_p
         port = free_port()
         config = write_config(tmp_path, {"adf-a": la_source(healthy), "adf-b": la_source(broken)},
                               metrics={"port": port, "stale_after": "30s"})
-        notify_path = tmp_path / "n.sock"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
-            systemd.bind(str(notify_path))
-            env = child_env(ca, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
+        with NotifySocket(tmp_path / "n.sock") as systemd:
+            env = child_env(ca, NOTIFY_SOCKET=str(systemd.path), WATCHDOG_USEC="1000000")
             daemon = DaemonProcess(tmp_path, config, env)
             try:
                 wait_until(lambda: len(tick_times(healthy)) >= 5 and broken.requests != [], 20, "ticks of both")
                 # While adf-b was stuck in retries of its outage, adf-a kept its 1 s pace (+ ≤10% jitter).
                 times = tick_times(healthy)
                 gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-                assert max(gaps) < 2.5, gaps
+                assert max(gaps) < 3.5, gaps  # blocked behind adf-b, a gap would be 5 s or more
 
                 second = cli("run", "--config", str(config), env=env)
                 assert second.returncode == 1
                 assert f"another rca-poller process (pid {daemon.proc.pid})" in second.stderr
-                assert cli("once", "--config", str(config), env=env).returncode == 1
 
                 url = f"http://127.0.0.1:{port}"
                 wait_until(lambda: sample(get(f"{url}/metrics")[1], "rca_poller_ticks_total", outcome="error",
@@ -194,7 +192,7 @@ def test_sources_tick_independently_and_sigterm_exits_0_with_all_committed(tmp_p
                 code, seconds = daemon.stop()
             finally:
                 daemon.kill()
-            messages = _datagrams(systemd)
+    messages = systemd.messages
     assert code == 0, daemon.stderr
     assert seconds < 10
     assert "Traceback" not in daemon.stderr and "daemon.stopped" in daemon.stderr
@@ -210,10 +208,10 @@ def test_sigterm_mid_tick_lets_it_finish_and_commit(tmp_path: Path, ca: Throwawa
     with emulator(ca) as la:
         add_failures(la, 3)
         la.inject(Fault(delay_seconds=3))  # the first query of the first tick is slow
-        config = write_config(tmp_path, {"adf-a": la_source(la, interval="60s")})
+        config = write_config(tmp_path, {"adf-a": la_source(la, interval="5s")})
         daemon = DaemonProcess(tmp_path, config, child_env(ca))
         try:
-            time.sleep(1.8)  # interpreter start, then into the slow query
+            wait_until(lambda: la.pending_faults == 0, 10, "the slow query")  # taken as the request came in
             assert la.requests == []
             code, seconds = daemon.stop()
         finally:
@@ -229,10 +227,10 @@ def test_a_tick_stuck_past_the_shutdown_timeout_is_left_uncommitted(tmp_path: Pa
     with emulator(ca) as la:
         add_failures(la, 3)
         la.inject(Fault(delay_seconds=60))
-        config = write_config(tmp_path, {"adf-a": la_source(la, interval="60s")})
+        config = write_config(tmp_path, {"adf-a": la_source(la, interval="5s")})
         daemon = DaemonProcess(tmp_path, config, child_env(ca), "--shutdown-timeout", "1")
         try:
-            time.sleep(1.8)
+            wait_until(lambda: la.pending_faults == 0, 10, "the stuck query")
             code, seconds = daemon.stop()
         finally:
             daemon.kill()
@@ -325,8 +323,11 @@ def test_sd_notify_and_watchdog_interval(tmp_path: Path, monkeypatch: pytest.Mon
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
         systemd.bind(str(path))
         monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-        notify("READY=1")
-        assert _datagrams(systemd) == ["READY=1"]
+        started = time.monotonic()
+        for _ in range(50):  # far beyond the socket's queue: a receiver that does not read never blocks us
+            notify("WATCHDOG=1")
+        assert time.monotonic() - started < 2
+        assert systemd.recv(64) == b"WATCHDOG=1"
     monkeypatch.setenv("WATCHDOG_USEC", "120000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     assert watchdog_interval() == 60
@@ -336,11 +337,30 @@ def test_sd_notify_and_watchdog_interval(tmp_path: Path, monkeypatch: pytest.Mon
     notify("READY=1")  # outside systemd: nothing to do, no error
 
 
-def _datagrams(sock: socket.socket) -> list[str]:
-    sock.setblocking(False)
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return out
+class NotifySocket:
+    """systemd's side of sd_notify: a datagram socket read by a thread, as PID 1 reads it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.settimeout(0.2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.messages.append(self._sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def __enter__(self) -> NotifySocket:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self._sock.close()

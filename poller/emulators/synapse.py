@@ -14,6 +14,9 @@ window; filters on ``Status``, ``ActivityName``, ``ActivityType`` (``Equals``, `
 ``NotIn``) apply; pages hold ``page_size`` runs, the token being the next offset. A missing or wrong bearer token
 is 401, another api-version or a body without the window 400, any other path 404.
 
+Pipeline reruns (§8.4) are served from ``pipeline_runs`` (an ``adf_management.PipelineRunBook``): ``POST
+/pipelines/{name}/createRun`` → 202 ``{runId}``, ``GET /pipelineruns/{runId}``, ``POST /queryPipelineRuns``.
+
 Faults: ``inject(status, times=1, retry_after=None)`` answers the next API calls with that status (FIFO);
 ``stop()`` closes the port — the endpoint is down, connections are refused — and ``start()`` opens it again on the
 same port. ``requests`` is the request log (method, path, api-version, body, status).
@@ -42,11 +45,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from poller.emulators.adf_management import PipelineRunBook
 from poller.emulators.tls import ThrowawayCA
 
 API_VERSION = "2020-12-01"
 DEMO_DATA = Path(__file__).parent / "data" / "synapse_demo" / "activity_runs.json"
 _PATH = re.compile(r"^/pipelines/(?P<pipeline>[^/]+)/pipelineruns/(?P<run>[^/]+)/queryActivityruns/?$")
+_CREATE_RUN = re.compile(r"^/pipelines/(?P<pipeline>[^/]+)/createRun/?$")
+_GET_RUN = re.compile(r"^/pipelineruns/(?P<run>[^/]+)/?$")
 _FILTERABLE = {"Status": "status", "ActivityName": "activityName", "ActivityType": "activityType"}
 _TIME_KEYS = ("activityRunStart", "activityRunEnd")
 _STATUS_CODES = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 429: "TooManyRequests",
@@ -95,6 +101,7 @@ class SynapseEmulator:
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.pipeline_runs = PipelineRunBook()  # createRun / getPipelineRun / queryPipelineRuns (reruns)
         self.add_activity_runs(runs)
 
     # lifecycle
@@ -178,7 +185,8 @@ class SynapseEmulator:
         versions = parse_qs(url.query).get("api-version")
         version = versions[-1] if versions else None
         parsed = _json_body(body)
-        reply = self._reply(method, url.path, version, headers, parsed)
+        reply = self._pipeline_reply(method, url.path, parse_qs(url.query), headers, parsed) \
+            or self._reply(method, url.path, version, headers, parsed)
         with self._lock:
             self._log.append(RecordedRequest(method, url.path, version, parsed, reply.status))
         return reply
@@ -198,6 +206,26 @@ class SynapseEmulator:
         if body is None or not body.get("lastUpdatedAfter") or not body.get("lastUpdatedBefore"):
             return _error(400, "lastUpdatedAfter and lastUpdatedBefore are required.")
         return self._page(unquote(match["pipeline"]), unquote(match["run"]), body)
+
+    def _pipeline_reply(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
+                        body: Json | None) -> _Reply | None:
+        """Pipeline reruns (§8.4): POST createRun → 202, GET pipelineruns/{id}, POST queryPipelineRuns."""
+        create, get = _CREATE_RUN.match(path), _GET_RUN.match(path)
+        if not (create or get or path.rstrip("/") == "/queryPipelineRuns"):
+            return None
+        if headers.get("authorization", "") != f"Bearer {self.expected_token}" and self.expected_token:
+            return _error(401, "The access token is missing or invalid.")
+        args = {name: values[-1] for name, values in query.items()}
+        try:
+            if method == "POST" and create:
+                return _Reply(202, self.pipeline_runs.create_run("ws", unquote(create["pipeline"]), args, body))
+            if method == "GET" and get:
+                return _Reply(200, self.pipeline_runs.get_run("ws", unquote(get["run"])))
+            if method == "POST" and not (create or get):
+                return _Reply(200, self.pipeline_runs.query("ws", body or {}))
+        except KeyError as exc:
+            return _error(404, f"Pipeline run {exc.args[0]} does not exist.")
+        return _error(404, f"No route for {method} {path}")
 
     def _page(self, pipeline: str, run_id: str, body: Json) -> _Reply:
         after, before = _parse(body["lastUpdatedAfter"]), _parse(body["lastUpdatedBefore"])

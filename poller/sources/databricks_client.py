@@ -8,6 +8,9 @@ clusters/events follows ``next_page`` (the old offset style the service and the 
 Retries are split by who can do them well. The SDK retries 429 and 503 itself, sleeping for ``Retry-After``,
 and connection errors, until ``retry_timeout`` has passed; it does not retry 500, 502 or 504, so this module
 backs those off (``max_retries`` times). ``classify`` is the one place that decides what an error means.
+
+databricks-sdk is imported when the first client is built, not with this module: its package imports every
+service (~1 s), which every command would pay, Databricks source or not.
 """
 
 from __future__ import annotations
@@ -19,26 +22,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.core import Config as SdkConfig
-from databricks.sdk.core import DatabricksError
-from databricks.sdk.errors import (
-    BadRequest,
-    DeadlineExceeded,
-    InternalError,
-    NotFound,
-    PermissionDenied,
-    ResourceConflict,
-    TemporarilyUnavailable,
-    TooManyRequests,
-    Unauthenticated,
-)
 
 from poller.config import DatabricksSourceConfig
 from poller.errors import SourceError, ThrottledError
+
+if TYPE_CHECKING:
+    from databricks.sdk import WorkspaceClient
 
 log = logging.getLogger("poller.sources.databricks")
 
@@ -48,12 +40,12 @@ RUNS_PAGE = 25  # runs/list: "> 0 and <= 25"
 CLUSTERS_PAGE = 100
 EVENTS_PAGE = 500  # clusters/events: limit at most 500
 RUN_ARRAYS = ("tasks", "job_clusters", "job_parameters", "repair_history", "iterations")
-#: HTTP status of each SDK error class (the SDK keeps no status on its errors), most specific first.
-STATUS_OF: tuple[tuple[type[DatabricksError], int], ...] = (
-    (TooManyRequests, 429), (Unauthenticated, 401), (PermissionDenied, 403), (NotFound, 404),
-    (BadRequest, 400), (ResourceConflict, 409), (TemporarilyUnavailable, 503), (DeadlineExceeded, 504),
-    (InternalError, 500),
-)
+#: HTTP status of the SDK's error classes (``databricks.sdk.errors.platform``; its errors keep no status), found
+#: along an error's class hierarchy: RequestLimitExceeded is a TooManyRequests, ResourceDoesNotExist a NotFound.
+STATUS_OF_CLASS = {
+    "TooManyRequests": 429, "Unauthenticated": 401, "PermissionDenied": 403, "NotFound": 404, "BadRequest": 400,
+    "ResourceConflict": 409, "TemporarilyUnavailable": 503, "DeadlineExceeded": 504, "InternalError": 500,
+}
 #: ``error_code`` of answers the SDK maps to no class, e.g. a gateway's 502.
 STATUS_OF_CODE = {"BAD_GATEWAY": 502, "SERVICE_UNAVAILABLE": 503, "GATEWAY_TIMEOUT": 504}
 MESSAGE_CAP = 300
@@ -118,15 +110,15 @@ def classify(config: DatabricksSourceConfig, path: str, exc: BaseException) -> V
                        retryable=False)
     if isinstance(exc, requests.RequestException):
         return Verdict(f"cannot reach {host}: {_short(exc)}")
-    if isinstance(exc, DatabricksError):
+    if _is_api_error(exc):
         return _classify_api(config, host, path, exc)
     if isinstance(exc, ValueError):  # Config(): missing or conflicting auth settings
         return Verdict(f"cannot authenticate to {host}: {_short(exc)}", retryable=False)
     return Verdict(f"{type(exc).__name__} calling {path}: {_short(exc)}")
 
 
-def _classify_api(config: DatabricksSourceConfig, host: str, path: str, exc: DatabricksError) -> Verdict:
-    status = next((code for kind, code in STATUS_OF if isinstance(exc, kind)), 0)
+def _classify_api(config: DatabricksSourceConfig, host: str, path: str, exc: Any) -> Verdict:
+    status = next((STATUS_OF_CLASS[k.__name__] for k in type(exc).__mro__ if k.__name__ in STATUS_OF_CLASS), 0)
     status = status or STATUS_OF_CODE.get(exc.error_code or "", 0)
     # The SDK appends its (masked) config to 401/403 messages; the host is named here already.
     message = _short(exc).split(". Config: ", 1)[0]
@@ -183,6 +175,9 @@ class DatabricksApi:
     def client(self) -> WorkspaceClient:
         """Built on first use (Config() probes the host and resolves credentials: network, so never in init)."""
         if self._client is None:
+            from databricks.sdk import WorkspaceClient
+            from databricks.sdk.core import Config as SdkConfig
+
             try:
                 self._client = WorkspaceClient(config=SdkConfig(**self._sdk_settings()))
             except (ValueError, requests.RequestException) as exc:
@@ -281,10 +276,12 @@ class DatabricksApi:
         if client.config.workspace_id:
             headers["X-Databricks-Workspace-Id"] = str(client.config.workspace_id)
         for attempt in range(self.config.max_retries + 1):
+            # DatabricksError and requests' errors are OSErrors, as is the TimeoutError of a spent retry budget;
+            # a ValueError is an answer that is not JSON.
             try:
                 reply = client.api_client.do(method, path, query=query, body=body, headers=headers,
                                              auth=self._authenticate)
-            except (DatabricksError, TimeoutError, requests.RequestException, ValueError) as exc:
+            except (OSError, ValueError) as exc:
                 verdict = classify(self.config, path, exc)
                 if verdict.status in (400, 404):
                     raise GoneError(self.source, verdict.message, retryable=False) from exc
@@ -338,6 +335,12 @@ class DatabricksApi:
             raise SourceError(self.source, f"environment variable {env} is not set: it must hold {what} "
                                            f"(sources.{self.source}.token_env names it)", retryable=False)
         return value
+
+
+def _is_api_error(exc: BaseException) -> bool:
+    from databricks.sdk.core import DatabricksError  # imported already: a client exists when errors arrive
+
+    return isinstance(exc, DatabricksError)
 
 
 def _short(exc: BaseException) -> str:

@@ -302,11 +302,6 @@ def test_synapse_endpoint_down_lands_pending_and_a_later_poll_fetches_it(
     assert h.source.pending_enrichment == []
 
 
-@pytest.mark.xfail(
-    reason="needs the store to replace a pending failure by its enriched version (same key): "
-           "TickTransaction.add_failures ignores a known key; see the proposal in the issue-4 hand-off",
-    strict=True,
-)
 def test_an_enriched_failure_replaces_the_stored_pending_one(
     tmp_path: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulator, clock: Clock
 ) -> None:

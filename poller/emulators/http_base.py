@@ -1,0 +1,214 @@
+"""What the ticket and chat emulators share: a real HTTP server on 127.0.0.1, a request log, scripted faults.
+
+A `Fault` is served to the next request(s) instead of (or, with ``after=True``, after) the real handling, so a
+test can make the remote create happen and then hold or drop the answer — the crash window of a sink.
+`down = True` answers 503 to everything until it is set back.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+from poller.emulators.tls import ThrowawayCA
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour: an error ``status`` (with ``body``), a ``delay``, or a dropped connection."""
+
+    status: int = 503
+    body: Any = field(default_factory=lambda: {"error": "emulated fault"})
+    times: int = 1
+    delay: float = 0.0
+    after: bool = False  # handle the request for real first, then misbehave
+    disconnect: bool = False
+    method: str | None = None  # only requests with this method meet the fault (others pass it by)
+    path: str | None = None  # … and whose path contains this
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: str
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    disconnect: bool = False
+
+
+class HttpEmulator:
+    """Subclasses implement `route`; everything else (threads, TLS, faults, the log) is here."""
+
+    thread_name = "emulator"
+
+    def __init__(self, *, tls: bool = False, ca: ThrowawayCA | None = None) -> None:
+        self.down = False
+        self._tls, self._ca = tls, ca
+        self._lock = threading.Lock()
+        self._faults: deque[list[Any]] = deque()
+        self._log: list[LoggedRequest] = []
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        context = (self._ca.server_context() if self._ca else None) if self._tls else None
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", 0), self, context)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def fail(self, *faults: Fault) -> None:
+        """Queue faults for the next requests, in order."""
+        with self._lock:
+            self._faults.extend([f, f.times] for f in faults)
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def route(self, request: LoggedRequest) -> Answer:
+        raise NotImplementedError
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: str) -> Answer:
+        parts = urlsplit(target)
+        request = LoggedRequest(method, parts.path, dict(parse_qsl(parts.query)), headers, body)
+        with self._lock:
+            self._log.append(request)
+            fault = self._next_fault(request)
+            down = self.down
+        if down:
+            return Answer(503, {"error": "service unavailable (emulated outage)"})
+        if fault is not None and not fault.after:
+            return Answer(fault.status, fault.body, delay=fault.delay, disconnect=fault.disconnect)
+        with self._lock:
+            answer = self.route(request)
+        if fault is not None:
+            return Answer(fault.status, fault.body, delay=fault.delay, disconnect=fault.disconnect)
+        return answer
+
+    def _next_fault(self, request: LoggedRequest) -> Fault | None:
+        if not self._faults:
+            return None
+        entry = self._faults[0]
+        if entry[0].method not in (None, request.method) or (entry[0].path or "") not in request.path:
+            return None
+        entry[1] -= 1
+        if entry[1] <= 0:
+            self._faults.popleft()
+        fault: Fault = entry[0]
+        return fault
+
+
+def json_body(request: LoggedRequest) -> Any:
+    """The request's JSON, or None when it is not JSON (the route answers 400)."""
+    try:
+        return json.loads(request.body) if request.body else None
+    except ValueError:
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], emulator: HttpEmulator, tls: ssl.SSLContext | None) -> None:
+        self.emulator, self.tls = emulator, tls
+        super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(10)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except OSError:
+            return
+        with wrapped:
+            super().finish_request(wrapped, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:  # the log is `requests`, not stderr
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        emulator = self.server.emulator
+        answer = emulator.handle(self.command, self.path, headers, body)
+        if answer.delay and emulator._stopping.wait(answer.delay):
+            answer.disconnect = True
+        if answer.disconnect:
+            self.close_connection = True
+            return
+        if answer.body is None:
+            payload, kind = b"", "application/json"
+        elif isinstance(answer.body, str):
+            payload, kind = answer.body.encode(), "text/plain"
+        else:
+            payload, kind = json.dumps(answer.body).encode(), "application/json"
+        try:
+            self.send_response(answer.status)
+            for name, value in {"content-type": kind, **answer.headers}.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True
