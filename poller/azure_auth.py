@@ -8,7 +8,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken, TokenCredential
 
-from poller.config import AzureConfig
+from poller.config import AzureConfig, Config
 from poller.errors import ConfigError
 
 
@@ -49,3 +49,13 @@ def build_credential(config: AzureConfig) -> TokenCredential:
         managed_identity_client_id=config.managed_identity_client_id,
         additionally_allowed_tenants=[config.tenant_id] if config.tenant_id else [],
     )
+
+
+def credential_for(config: Config) -> TokenCredential | None:
+    """The Azure credential when a component talks to Azure; None for, say, a Databricks-only config."""
+    uses_azure = (
+        any(source.type == "log_analytics" for source in config.sources.values())
+        or (config.rca.provider == "azure_openai" and config.rca.azure_auth == "entra")
+        or config.remediation.enabled
+    )
+    return build_credential(config.azure) if uses_azure else None

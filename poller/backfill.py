@@ -48,6 +48,15 @@ def parse_when(text: str, now: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def parse_range(since: str, until: str | None, chunk: str, now: datetime) -> tuple[datetime, datetime, timedelta]:
+    """The command's --since/--until/--chunk as (start, end, step); ValueError says what is wrong."""
+    start, end = parse_when(since, now), parse_when(until, now) if until else now
+    step = parse_duration(chunk)
+    if start >= end or step <= timedelta(0):
+        raise ValueError(f"--since ({iso(start)}) must be before --until ({iso(end)}), and --chunk positive")
+    return start, end, step
+
+
 def backfill_name(source: str, since: datetime, until: datetime | None) -> str:
     """The backfill's own cursor: the same range resumes, another range starts afresh."""
     return f"backfill:{source}:{iso(since)}:{iso(until) if until else 'now'}"
@@ -114,6 +123,19 @@ def backfill_source(
         results = run_backfill(plan, store, now, dry_run=dry_run, on_chunk=on_chunk)
     console.print(summary(plan.source.name, results, dry_run), soft_wrap=True)
     return results
+
+
+def backfill_all(
+    plans: Sequence[Plan], store: Store, now: datetime, console: Console, progress: Console, *, dry_run: bool
+) -> bool:
+    """Each plan in turn (closing its source after); False if any chunk failed."""
+    ok = True
+    for plan in plans:
+        try:
+            ok = all(r.ok for r in backfill_source(plan, store, now, console, progress, dry_run=dry_run)) and ok
+        finally:
+            plan.source.close()
+    return ok
 
 
 @contextmanager

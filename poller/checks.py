@@ -139,7 +139,9 @@ def check_sources(config: Config, credential: TokenCredential) -> list[CheckResu
 
 def from_hook(component: str, hook: Callable[[], Any]) -> list[CheckResult]:
     """A component's own ``check()``, which may answer with rows, or with who it reads as (a string) and raise
-    a PollerError when it cannot: the error's ``… — fix`` tail becomes the hint."""
+    a PollerError when it cannot: the error's ``… — fix`` tail becomes the hint.
+
+    Databricks sources answer with the user from ``/Me``, sinks with the account they post as."""
     try:
         answer = hook()
     except PollerError as exc:
@@ -148,7 +150,7 @@ def from_hook(component: str, hook: Callable[[], Any]) -> list[CheckResult]:
     except Exception as exc:
         return [CheckResult(component, "check", False, f"the check itself failed: {exc.__class__.__name__}: {exc}")]
     if answer is None or isinstance(answer, str):
-        return [CheckResult(component, "identity", True, f"reads as {answer}" if answer else "reachable")]
+        return [CheckResult(component, "identity", True, f"authenticated as {answer}" if answer else "reachable")]
     return [row if isinstance(row, CheckResult) else CheckResult(
         str(getattr(row, "component", component)), str(getattr(row, "item", "check")), bool(getattr(row, "ok", False)),
         str(getattr(row, "detail", "")), str(getattr(row, "hint", "") or "")) for row in answer]

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,7 +20,7 @@ from poller.incidents import build_processor
 from poller.logs import setup_logging
 from poller.models import Failure, iso
 from poller.onboarding import CREDENTIALS
-from poller.pipeline import TickResult, process, tick
+from poller.pipeline import TickResult, process, resume_pending, tick
 from poller.rca.redact import redacted
 from poller.remediation.cli import remediations
 from poller.render import (
@@ -30,6 +30,8 @@ from poller.render import (
     print_failures,
     print_incident,
     print_incidents,
+    print_remote_tickets,
+    print_sink_status,
     print_status,
     print_tick_results,
     print_tickets,
@@ -137,32 +139,23 @@ def run(config_path: str, wait: bool, shutdown_timeout: float) -> None:
 def backfill(config_path: str, since: str, until: str | None, only: str | None, chunk: str, dry_run: bool,
              wait: bool) -> None:
     """Re-read history in chunks with its own resumable cursor; the live cursor never moves."""
-    from poller.backfill import Plan, backfill_source, parse_when
-    from poller.config import parse_duration
+    from poller.backfill import Plan, backfill_all, parse_range
 
     config = open_config(config_path)
     check_source_name(config, config_path, only)
     now = datetime.now(UTC)
     try:
-        start, end = parse_when(since, now), parse_when(until, now) if until else now
-        step = parse_duration(chunk)
+        start, end, step = parse_range(since, until, chunk, now)
     except ValueError as exc:
         fail(str(exc), EXIT_CONFIG)
-    if start >= end or step <= timedelta(0):
-        fail(f"--since ({iso(start)}) must be before --until ({iso(end)}), and --chunk positive", EXIT_CONFIG)
     with nullcontext() if dry_run else owned(config, wait):  # a dry run writes nothing: it may run beside `run`
         store = open_store(config)
         try:
-            ok = True
-            for source in build_sources(config, _credential(config), only):
-                plan = Plan(source, start, end, step, open_ended=until is None)
-                try:
-                    results = backfill_source(plan, store, now, console, err_console, dry_run=dry_run)
-                finally:
-                    source.close()
-                ok = ok and all(r.ok for r in results)
+            plans = [Plan(s, start, end, step, open_ended=until is None)
+                     for s in build_sources(config, _credential(config), only)]
+            ok = backfill_all(plans, store, now, console, err_console, dry_run=dry_run)
             if not dry_run:
-                process(store, datetime.now(UTC))
+                process(store, datetime.now(UTC), build_processor(config, _credential(config)))
         except ConfigError as exc:
             fail(f"config {config_path}: {exc}", EXIT_CONFIG)
         finally:
@@ -188,7 +181,9 @@ def owned(config: Config, wait: bool) -> Iterator[None]:
 
 def run_once(config: Config, store: Store, now: datetime, only: str | None = None) -> list[TickResult]:
     """Tick each source once (a broken one does not stop the others), then process what landed."""
-    sources = build_sources(config, _credential(config), only)
+    credential = _credential(config)
+    sources = build_sources(config, credential, only)
+    resume_pending(sources, store, now)
     results = []
     try:
         for source in sources:
@@ -196,14 +191,14 @@ def run_once(config: Config, store: Store, now: datetime, only: str | None = Non
     finally:
         for source in sources:
             source.close()
-    process(store, now, build_processor(config, _credential(config)))
+    process(store, now, build_processor(config, credential))
     return results
 
 
 def _credential(config: Config) -> Any:
-    from poller.azure_auth import build_credential
+    from poller.azure_auth import credential_for
 
-    return build_credential(config.azure) if config.sources else None
+    return credential_for(config)
 
 
 @main.command("extract")
@@ -262,13 +257,17 @@ def tickets() -> None:
 @config_option
 @format_option
 def tickets_list(config_path: str, fmt: str) -> None:
-    """List tickets (the local sink)."""
+    """List tickets: the local sink's, then each external sink's ticket with its delivery state."""
+    from poller.sinks.report import remote_tickets
+
     store = open_store(open_config(config_path))
-    rows = store.tickets()
+    rows, remote = store.tickets(), remote_tickets(store)
     if fmt == "json":
-        click.echo(json.dumps([ticket_json(t) for t in rows], indent=2))
+        click.echo(json.dumps([ticket_json(t) for t in rows] + remote, indent=2))
         return
     print_tickets(rows)
+    if remote:
+        print_remote_tickets(remote)
 
 
 @main.group()
@@ -320,15 +319,20 @@ def incidents_show(config_path: str, fmt: str, incident_id: int) -> None:
 @click.option("--check", "check_health", is_flag=True,
               help="Exit 1 when an enabled source has no successful tick within metrics.stale_after.")
 def status(config_path: str, fmt: str, check_health: bool) -> None:
-    """Per source: cursor, lag, last tick, health, last error, backlog."""
+    """Per source: cursor, lag, last tick, health, last error, backlog; per sink: outbox backlog and errors."""
     from poller.metrics import source_statuses
+    from poller.sinks.report import sink_summaries
 
     config = open_config(config_path)
-    statuses = source_statuses(config, open_store(config), datetime.now(UTC))
+    store = open_store(config)
+    statuses = source_statuses(config, store, datetime.now(UTC))
+    sinks = sink_summaries(store, list(config.sinks))
     if fmt == "json":
-        click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
+        click.echo(json.dumps([s.to_json() for s in statuses] + sinks, indent=2))
     else:
         print_status(statuses)
+        if sinks:
+            print_sink_status(sinks)
     stale = [s.source for s in statuses if s.stale]
     if check_health and stale:
         fail(f"stale: {', '.join(stale)} (no successful tick within stale_after)", EXIT_FAILED)

@@ -25,7 +25,7 @@ from poller.errors import ConfigError
 from poller.incidents import Processor, build_processor
 from poller.logs import setup_logging
 from poller.metrics import Metrics, MetricsServer
-from poller.pipeline import TickResult, process, tick
+from poller.pipeline import TickResult, process, resume_pending, tick
 from poller.sources import Source, build_sources
 from poller.store import Store
 
@@ -90,6 +90,7 @@ class Daemon:
         try:
             while True:
                 sources = build_sources(self.config, self.credential_factory(self.config))
+                resume_pending(sources, self.store, self.clock())
                 scheduler = self._schedule(sources)
                 notify("READY=1")
                 log.info("daemon.started", extra={"sources": ",".join(s.name for s in sources) or "-"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,10 +18,14 @@ from rich.console import Console
 from poller.config import Config, parse_config
 from poller.emulators.databricks import DEMO_DATA_DIR as DATABRICKS_DEMO_DATA
 from poller.emulators.databricks import DatabricksEmulator
+from poller.emulators.itsm import DEFAULT_PASSWORD as SERVICENOW_PASSWORD
+from poller.emulators.itsm import DEFAULT_USER as SERVICENOW_USER
+from poller.emulators.itsm import ServiceNowEmulator
 from poller.emulators.log_analytics import LogAnalyticsEmulator
 from poller.emulators.synapse import DEMO_DATA as SYNAPSE_DEMO_DATA
 from poller.emulators.synapse import SynapseEmulator, load_runs
 from poller.emulators.tls import ThrowawayCA
+from poller.incidents import build_processor
 from poller.models import iso
 from poller.pipeline import TickResult, process, tick
 from poller.sources import build_sources
@@ -39,6 +44,8 @@ DEMO_TABLES = (
 )
 DEMO_SYNAPSE_WORKSPACE = "syn-analytics-prod"
 DATABRICKS_TOKEN_ENV = "RCA_DEMO_DATABRICKS_TOKEN"
+SERVICENOW_PASSWORD_ENV = "RCA_DEMO_SERVICENOW_PASSWORD"
+RERUN_ACTIVITY, RERUN_AFTER = "Copy_SalesOrders", timedelta(minutes=12)
 #: The demo workspace's run that is still going at tick 1 and fails before tick 2.
 DATABRICKS_LATE_RUN, DATABRICKS_LATE_TASK = 550120987700401, 550120987700451
 
@@ -65,25 +72,32 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
         LogAnalyticsEmulator(clock=clock, ca=ca) as la,
         SynapseEmulator(load_runs(SYNAPSE_DEMO_DATA), ca=ca) as synapse,
         DatabricksEmulator(DATABRICKS_DEMO_DATA, workspace_id="2567941339669575") as dbx,
+        ServiceNowEmulator() as servicenow,
     ):
         env["REQUESTS_CA_BUNDLE"] = str(ca.ca_path)
         env["AZURE_ACCESS_TOKEN"] = DEMO_TOKEN
         load_demo_rows(la, shift)
         synapse.shift(shift)
         env[DATABRICKS_TOKEN_ENV] = dbx.token
+        env[SERVICENOW_PASSWORD_ENV] = SERVICENOW_PASSWORD
         dbx.rebase(_ms(clock.now - timedelta(minutes=2)))  # the newest Databricks event: just before tick 1
-        config_path = write_config(workdir, la, synapse, dbx)
+        config_path = write_config(workdir, la, synapse, dbx, servicenow.url)
         config = parse_config(yaml.safe_load(config_path.read_text()), {})
         console.rule("rca-poller demo — offline, against the built-in Log Analytics, Synapse and Databricks emulators")
         console.print(f"emulator: {la.url} (workspace {la.workspace_id}); Synapse {DEMO_SYNAPSE_WORKSPACE}: "
-                      f"{synapse.url}; Databricks: {dbx.url}; config: {config_path}")
+                      f"{synapse.url}; Databricks: {dbx.url}; ServiceNow: {servicenow.url}; config: {config_path}")
         store = Store(config.state.url)
+        processor = build_processor(config)
         try:
             first = run_tick(console, config, store, clock, "tick 1 (15 minutes ago, simulated)")
+            process(store, clock.now, processor)
+            show_servicenow(console, servicenow, "after tick 1")
             fail_running_databricks_run(dbx, clock.now + timedelta(minutes=6))
+            add_rerun_failure(la, shift)
             clock.now += SECOND_TICK_AFTER
             second = run_tick(console, config, store, clock, "tick 2 (15 minutes later, simulated)")
-            process(store, clock.now)
+            process(store, clock.now, processor)
+            show_servicenow(console, servicenow, "after tick 2")
             show_results(console, store, first["adf-demo"], second["adf-demo"])
             show_databricks(console, first["dbx-demo"], second["dbx-demo"])
         finally:
@@ -111,6 +125,29 @@ def run_tick(console: Console, config: Config, store: Store, clock: DemoClock, t
                       f"({result.added} new), {result.quarantined} quarantined")
         results[source.name] = result
     return results
+
+
+def add_rerun_failure(la: LogAnalyticsEmulator, shift: timedelta) -> None:
+    """Between the ticks, pl_sales_daily_load is rerun and Copy_SalesOrders fails the same way: a recurrence."""
+    rows = json.loads((DATA / "ADFActivityRun.json").read_text(encoding="utf-8"))
+    row = next(r for r in rows if r.get("ActivityName") == RERUN_ACTIVITY and r.get("Status") == "Failed")
+    rerun = shifted(row, shift + RERUN_AFTER) | {
+        "ActivityRunId": str(uuid.uuid5(uuid.NAMESPACE_URL, "demo-rerun-activity")),
+        "PipelineRunId": str(uuid.uuid5(uuid.NAMESPACE_URL, "demo-rerun-pipeline")),
+        "CorrelationId": str(uuid.uuid5(uuid.NAMESPACE_URL, "demo-rerun-correlation")),
+    }
+    la.add_rows("ADFActivityRun", [rerun])
+
+
+def show_servicenow(console: Console, servicenow: ServiceNowEmulator, when: str) -> None:
+    """The ServiceNow emulator's incidents: opened once per incident, work notes when one recurs."""
+    notes = sum(len(n) for n in servicenow.journal.values())
+    updated = [r for r in servicenow.incidents.values() if servicenow.journal[r["sys_id"]]]
+    console.print(f"ServiceNow {when}: {len(servicenow.incidents)} incident(s) (one per incident, correlation_id = "
+                  f"its marker), {notes} work note(s) on recurrences")
+    for record in updated[:3]:
+        console.print(f"  {record['number']} {record['short_description'][:90]} — work note: "
+                      f"{servicenow.journal[record['sys_id']][-1].splitlines()[0]}")
 
 
 def fail_running_databricks_run(dbx: DatabricksEmulator, at: datetime) -> None:
@@ -149,7 +186,9 @@ def show_results(console: Console, store: Store, first: TickResult, second: Tick
         f"Tick 1 stored {first.added} failures. Tick 2 added {second.added}: the Databricks notebook failure, whose "
         "log row was ingested 15 minutes late and so invisible to tick 1, and the failed pipelines with no failed "
         "activity (pl_monthly_close, the legacy pl_fx_revaluation, Synapse's pl_archive_raw), each judged once its "
-        "pipeline row had settled. The ForEach wrappers and heartbeat rows made no failure of their own, each failed "
+        "pipeline row had settled, and a rerun of pl_sales_daily_load whose Copy_SalesOrders failed the same way — a "
+        "recurrence, so its ServiceNow incident got a work note rather than a second incident. The ForEach wrappers "
+        "and heartbeat rows made no failure of their own, each failed "
         "pipeline run appears once, and the row with no run id was quarantined once, though both ticks read it. "
         "The legacy factory adf-finance-legacy logs to AzureDiagnostics, and its failures read like the others; the "
         "fx-rates call, logged in both modes while its factory migrates, is one failure. The Synapse logs carry no "
@@ -180,7 +219,8 @@ def shifted(row: dict[str, Any], shift: timedelta) -> dict[str, Any]:
     return out
 
 
-def write_config(workdir: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulator, dbx: DatabricksEmulator) -> Path:
+def write_config(workdir: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulator, dbx: DatabricksEmulator,
+                 servicenow_url: str) -> Path:
     config = {
         "state": {"url": f"sqlite:///{workdir / 'rca-poller.db'}"},
         "azure": {"credential": "access_token_env", "access_token_env": "AZURE_ACCESS_TOKEN"},
@@ -189,6 +229,10 @@ def write_config(workdir: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulat
                                  "synapse_endpoints": {DEMO_SYNAPSE_WORKSPACE: synapse.url}},
                     "dbx-demo": {"type": "databricks", "host": dbx.url, "token_env": DATABRICKS_TOKEN_ENV,
                                  "initial_lookback": "12h", "requests_per_second": 50}},
+        # A recurrence updates its ServiceNow incident at once here (repeat_interval), so tick 2 shows updates.
+        "sinks": {"servicenow-demo": {"type": "servicenow", "instance_url": servicenow_url,
+                                      "username": SERVICENOW_USER, "password_env": SERVICENOW_PASSWORD_ENV,
+                                      "repeat_interval": "1m"}},
     }
     path = workdir / "config.yaml"
     path.write_text("# Written by `rca-poller demo`; the emulator it points at is gone once the demo ends.\n"
@@ -199,7 +243,7 @@ def write_config(workdir: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulat
 @contextmanager
 def demo_environment() -> Iterator[dict[str, str]]:
     """Environment variables the demo sets for its own clients, restored afterwards."""
-    names = ("REQUESTS_CA_BUNDLE", "AZURE_ACCESS_TOKEN", DATABRICKS_TOKEN_ENV)
+    names = ("REQUESTS_CA_BUNDLE", "AZURE_ACCESS_TOKEN", DATABRICKS_TOKEN_ENV, SERVICENOW_PASSWORD_ENV)
     saved = {name: os.environ.get(name) for name in names}
 
     class Env(dict[str, str]):

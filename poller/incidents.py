@@ -101,7 +101,7 @@ class Processor:
                 ).first()
                 if incident is None:
                     return stats
-                incident_id, print_ = incident.id, incident.fingerprint
+                incident_id, print_ = incident.id or 0, incident.fingerprint
                 cached = _cached(session, print_, ctx)
                 evidence = None if cached else _evidence(session, incident, ctx.limits)
                 used = 0 if cached else _tokens_today(session, ctx.now)
@@ -170,12 +170,13 @@ def _open_incident(session: Session, print_: str) -> IncidentRow | None:
 
 def _new_incident(session: Session, failure: Failure, print_: Fingerprint, now: datetime) -> IncidentRow:
     previous = session.scalars(
-        select(IncidentRow.id).where(col(IncidentRow.fingerprint) == print_.value).order_by(col(IncidentRow.id).desc())
+        select(col(IncidentRow.id)).where(col(IncidentRow.fingerprint) == print_.value).order_by(col(IncidentRow.id).desc())
     ).first()
     where = failure.metadata.get("activity_name") or failure.metadata.get("task_key") or failure.resource
+    title = f"[{failure.service}] {failure.resource}: {where} failed ({failure.error_code or 'no code'})"
     incident = IncidentRow(
         fingerprint=print_.value, service=failure.service, resource=failure.resource, error_code=failure.error_code,
-        kind=failure.kind, title=f"[{failure.service}] {failure.resource}: {where} failed ({failure.error_code or 'no code'})"[:300],
+        kind=failure.kind, title=title[:300],
         template=print_.template.text, replaced_json=dumps(print_.template.replaced), first_seen=failure.occurred_at,
         last_seen=failure.occurred_at, previous_id=previous, created_at=now, updated_at=now,
     )
@@ -219,7 +220,8 @@ def _evidence(session: Session, incident: IncidentRow, limits: EvidenceLimits) -
         .order_by(col(FailureRow.occurred_at).desc()).limit(limits.occurrences + 1)  # the latest + N others
     ).all()
     past = session.scalars(
-        select(IncidentRow).where(col(IncidentRow.fingerprint) == incident.fingerprint, col(IncidentRow.id) != incident.id)
+        select(IncidentRow)
+        .where(col(IncidentRow.fingerprint) == incident.fingerprint, col(IncidentRow.id) != incident.id)
         .order_by(col(IncidentRow.id).desc()).limit(limits.past_incidents)
     ).all()
     failures = [row.to_failure() for row in recent]
@@ -233,7 +235,7 @@ def _past(incident: IncidentRow) -> dict[str, Any]:
             "resolution": incident.resolution, "rca_summary": rca.get("summary")}
 
 
-def _record_rca(session: Session, incident_id: int | None, print_: str, result: RcaResult, call: CallRecord | None,
+def _record_rca(session: Session, incident_id: int, print_: str, result: RcaResult, call: CallRecord | None,
                 ctx: ProcessContext, *, cached: bool) -> None:
     incident = session.get(IncidentRow, incident_id)
     if incident is None or incident.rca_status != "pending":
@@ -241,7 +243,7 @@ def _record_rca(session: Session, incident_id: int | None, print_: str, result: 
     incident.rca_json, incident.rca_status, incident.rca_at = result.model_dump_json(), "done", ctx.now
     _touch(incident, ctx.now)
     if call is not None:
-        session.add(RcaCallRow(incident_id=incident.id, provider=call.provider, model=call.model, status=call.status,
+        session.add(RcaCallRow(incident_id=incident_id, provider=call.provider, model=call.model, status=call.status,
                                error=call.error, prompt_tokens=call.prompt_tokens,
                                completion_tokens=call.completion_tokens, cost=call.cost, seconds=call.seconds,
                                at=ctx.now))

@@ -79,7 +79,7 @@ def lock_path(state_url: str) -> Path | None:
     if not state_url.startswith("sqlite:///"):
         return None
     db = state_url.removeprefix("sqlite:///")
-    return Path(db + ".lock") if db and db != ":memory:" else None
+    return Path(db + ".lock").expanduser() if db and db != ":memory:" else None
 
 
 def holder(state_url: str) -> int | None:

@@ -9,12 +9,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-#: Loggers quieter than the root unless `logging.levels` says otherwise: the Azure SDK logs every HTTP request
-#: at INFO, and APScheduler warns on every skipped run of a tick that outlasts its interval (coalescing is
-#: intended here; our own `tick.*` events tell the story).
+#: Loggers quieter than the root unless `logging.levels` says otherwise: the Azure SDK and httpx (sinks, the
+#: OpenAI client) log every HTTP request at INFO, and APScheduler warns on every skipped run of a tick that
+#: outlasts its interval (coalescing is intended here; our own `tick.*` events tell the story).
 DEFAULT_LEVELS: dict[str, str] = {
     "azure": "WARNING",
     "urllib3": "WARNING",
+    "httpx": "WARNING",
     "databricks": "WARNING",
     "apscheduler": "ERROR",
 }

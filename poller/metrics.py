@@ -2,9 +2,9 @@
 
 Counters of this process's work (ticks, rows, failures, quarantined, processing) are recorded by the daemon
 around each tick. What the state store already knows (cursor lag, last success, backlog, incidents, LLM
-tokens and cost, tickets) is read from it at scrape time, so the numbers match `rca-poller status` and
-survive restarts. Health is one rule, shared by /healthz and `rca-poller status --check`: every enabled
-source has ticked successfully within its `stale_after`.
+tokens and cost, tickets, sink deliveries, remediation outcomes) is read from it at scrape time, so the
+numbers match `rca-poller status` and survive restarts. Health is one rule, shared by /healthz and
+`rca-poller status --check`: every enabled source has ticked successfully within its `stale_after`.
 """
 
 from __future__ import annotations

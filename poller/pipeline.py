@@ -115,6 +115,14 @@ def tick(
     return result
 
 
+def resume_pending(sources: Iterable[Source], store: Store, now: datetime) -> None:
+    """Give sources that enrich failures later (Synapse error text) back what they were still waiting for."""
+    for source in sources:
+        resume = getattr(source, "resume_pending", None)
+        if resume is not None:
+            resume(store.enrichment_pending(source.name), now)
+
+
 def process(store: Store, now: datetime, processor: Processor | None = None) -> int:
     """Run the processor (incidents, RCA, local tickets); returns how many failures it grouped."""
     from poller.incidents import Processor as DefaultProcessor

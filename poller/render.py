@@ -72,6 +72,27 @@ def print_tickets(rows: Sequence[TicketRow]) -> None:
     console.print(table)
 
 
+def print_remote_tickets(rows: Sequence[dict[str, Any]]) -> None:
+    table = Table(title="tickets in external sinks")
+    for name in ("sink", "incident", "remote id", "last action", "delivery"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("link / last error", overflow="fold", ratio=1)
+    for r in rows:
+        delivery = Text(r["delivery"], style="red" if r["delivery"] == "failed_permanent" else "")
+        table.add_row(r["sink"], str(r["incident_id"]), r["remote_id"] or "-", r["last_action"] or "-", delivery,
+                      clip(r["last_error"] or r["url"] or "", 200))
+    console.print(table)
+
+
+def print_sink_status(rows: Sequence[dict[str, Any]]) -> None:
+    table = Table("sink", "pending", "next attempt", "failed (permanent)", "sent", "last error", title="sinks")
+    for r in rows:
+        failed = Text(str(r["failed_permanent"]), style="red" if r["failed_permanent"] else "")
+        table.add_row(r["sink"], str(r["pending"]), r["next_attempt_at"] or "-", failed, str(r["sent"]),
+                      clip(r["last_error"] or "", 90))
+    console.print(table)
+
+
 def incident_json(i: IncidentRow) -> dict[str, Any]:
     return {"id": i.id, "fingerprint": i.fingerprint, "status": i.status, "service": i.service,
             "resource": i.resource, "error_code": i.error_code, "kind": i.kind, "title": i.title,

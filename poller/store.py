@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,8 +33,17 @@ from poller.schema import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "CheckpointRow", "FailureRow", "IncidentRow", "QuarantineRow", "RcaCacheRow", "RcaCallRow",
-    "SchemaVersionRow", "Store", "TicketRow", "TickTransaction",
+    "SCHEMA_VERSION",
+    "CheckpointRow",
+    "FailureRow",
+    "IncidentRow",
+    "QuarantineRow",
+    "RcaCacheRow",
+    "RcaCallRow",
+    "SchemaVersionRow",
+    "Store",
+    "TickTransaction",
+    "TicketRow",
 ]
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +281,9 @@ def _engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = str(Path(path).expanduser())  # SQLite itself does not expand "~"
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{path}"
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

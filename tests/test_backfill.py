@@ -99,8 +99,11 @@ def cursor(db: Path, name: str) -> datetime | None:
     """A checkpoint's cursor, read as another process would while the backfill writes."""
     if not db.exists():
         return None
-    with sqlite3.connect(db, timeout=5) as conn:
-        row = conn.execute("SELECT cursor FROM checkpoints WHERE name = ?", (name,)).fetchone()
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            row = conn.execute("SELECT cursor FROM checkpoints WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError:  # the backfill is still creating the schema
+        return None
     return datetime.fromisoformat(row[0]).replace(tzinfo=UTC) if row and row[0] else None
 
 

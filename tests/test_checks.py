@@ -236,7 +236,7 @@ class Broken:
 @pytest.mark.parametrize(
     ("component", "expected"),
     [
-        (Identity(), CheckResult("source dbx", "identity", True, "reads as svc-rca-poller@contoso.com")),
+        (Identity(), CheckResult("source dbx", "identity", True, "authenticated as svc-rca-poller@contoso.com")),
         (Forbidden(), CheckResult("source dbx", "access", False, "permission denied on /api/2.2/jobs/runs/list "
                                   "(HTTP 403)", "the identity needs CAN VIEW on the jobs")),
         (Rows(), CheckResult("source dbx", "jobs", True, "12 jobs visible")),
@@ -270,3 +270,21 @@ def test_unwritable_state_directory(tmp_path: Path) -> None:
     folder.mkdir(mode=0o500)
     (row,) = check_state(f"sqlite:///{folder}/state.db")
     assert not row.ok and "is read-only" in row.detail and "RCA_POLLER_STATE" in row.hint
+
+
+def test_databricks_sources_answer_through_their_own_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from poller.emulators.databricks import DatabricksEmulator
+
+    monkeypatch.setenv("RCA_TEST_DATABRICKS_TOKEN", DatabricksEmulator().token)
+    common = {"type": "databricks", "token_env": "RCA_TEST_DATABRICKS_TOKEN", "retry_timeout": "1s", "max_retries": 0}
+    with DatabricksEmulator() as good, DatabricksEmulator(forbidden=True) as refused:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({"state": {"url": f"sqlite:///{tmp_path}/s.db"}, "sources": {
+            "dbx-good": {**common, "host": good.url}, "dbx-refused": {**common, "host": refused.url}}}))
+        result = CliRunner().invoke(main, ["check", "--config", str(path), "--format", "json"])
+    rows = {(r["component"], r["item"]): r for r in json.loads(result.stdout)}
+    assert result.exit_code == 1
+    assert rows[("source dbx-good", "identity")]["ok"] and rows[("source dbx-good", "identity")]["detail"].startswith(
+        "authenticated as ")
+    refused_row = rows[("source dbx-refused", "access")]
+    assert not refused_row["ok"] and "403" in refused_row["detail"] and refused_row["hint"]

@@ -295,6 +295,11 @@ def test_demo_runs_offline_and_fast(tmp_path: Path) -> None:
     assert elapsed < 20
     assert "pl_customer_features" in result.stdout and "quarantined" in result.stdout
     store = Store(f"sqlite:///{tmp_path / 'demo' / 'rca-poller.db'}")
-    assert store.count(FailureRow) == 12 and store.count(TicketRow) == 12  # ADF (both modes), Synapse, Functions
+    failures = store.failures()
+    assert {f.service for f in failures} == {"adf", "synapse", "functions", "databricks"}
+    assert len({f.key for f in failures}) == len(failures) == store.count(FailureRow)
+    assert store.backlog() == 0
+    assert store.count(TicketRow) == store.count(IncidentRow) <= len(failures)  # one local ticket per incident
+    assert all(i.rca_status == "done" for i in store.incidents())
     sample = run("extract", str(tmp_path / "demo" / "sample-alert.json"))
     assert sample.returncode == 0 and json.loads(sample.stdout)[0]["error_code"] == "TypeConversionFailure"

@@ -66,7 +66,7 @@ def test_recurrence_joins_open_incident_and_updates_ticket(store: Store) -> None
     fill(store, failures[:2])
     processor = rules_processor()
     processor.run(store, START)
-    (ticket_a, ticket_b) = store.tickets()
+    (ticket_a, _) = store.tickets()
     assert ticket_a.occurrences == 1
     fill(store, failures[2:])
     processor.run(store, START + timedelta(minutes=5))

@@ -171,7 +171,7 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name in ("poller.sources", "azure", "apscheduler", "urllib3", "databricks"):
+    for name in ("poller.sources", "azure", "apscheduler", "urllib3", "httpx", "databricks"):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from databricks.sdk import WorkspaceClient
+from typing import TYPE_CHECKING, Any
 
 from poller.errors import ConfigError
 from poller.remediation.actions.base import Action
@@ -15,6 +13,11 @@ from poller.remediation.actions.databricks import (
     RunNowAction,
 )
 from poller.remediation.engine import RemediationEngine
+
+if TYPE_CHECKING:  # databricks-sdk costs ~1 s to import; only a process that acts on Databricks pays for it
+    from databricks.sdk import WorkspaceClient
+
+AZURE_ACTIONS = ("adf_rerun", "synapse_rerun")
 
 
 class DatabricksClients:
@@ -46,9 +49,10 @@ def build_remediation(config: Any, credential: Any = None) -> RemediationEngine 
     settings = config.remediation
     if not settings.active:
         return None
-    actions = databricks_actions(DatabricksClients(config.sources))
-    if credential is not None:
+    engine = RemediationEngine(settings, databricks_actions(DatabricksClients(config.sources)))
+    if any(policy.action in AZURE_ACTIONS for policy in engine.policies):
+        from poller.azure_auth import build_credential
         from poller.remediation.actions.adf import adf_actions
 
-        actions.update(adf_actions(settings, credential))
-    return RemediationEngine(settings, actions)
+        engine.actions = {**engine.actions, **adf_actions(settings, credential or build_credential(config.azure))}
+    return engine

@@ -238,7 +238,11 @@ class RemediationEngine:
                        for a in session.scalars(select(Attempt).where(col(Attempt.status) == "intent")).all()]
         for attempt_id, name, params_json, key in pending:
             action, params, started = self.actions[name], json.loads(params_json), time.monotonic()
-            found = action.reconcile(params, key)
+            try:
+                found = action.reconcile(params, key)
+            except Exception as exc:  # unknown whether the call landed: never call again blind; ask next pass
+                log.warning("remediation.reconcile_failed", extra={"attempt": attempt_id, "error": str(exc)[:300]})
+                continue
             with store.session() as session:
                 attempt = session.get(Attempt, attempt_id)
                 assert attempt is not None
@@ -255,7 +259,11 @@ class RemediationEngine:
                     for a in session.scalars(select(Attempt).where(col(Attempt.status) == "sent")).all()]
         resolved = 0
         for attempt_id, name, params_json, external_id in sent:
-            outcome = self.actions[name].verify(json.loads(params_json), str(external_id))
+            try:
+                outcome = self.actions[name].verify(json.loads(params_json), str(external_id))
+            except Exception as exc:  # the platform did not answer: the attempt stays sent, asked again next pass
+                log.warning("remediation.verify_failed", extra={"attempt": attempt_id, "error": str(exc)[:300]})
+                continue
             if outcome.verdict == "succeeded":
                 with store.session() as session:
                     self._succeeded(session, int(attempt_id or 0), outcome.message, now)

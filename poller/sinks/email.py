@@ -6,6 +6,7 @@ import html
 import os
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import ClassVar
 
@@ -48,7 +49,7 @@ class EmailSink:
     def close(self) -> None:
         pass
 
-    def _session(self, work: object) -> None:
+    def _session(self, work: Callable[[smtplib.SMTP], object]) -> None:
         cfg = self._config
         try:
             with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout.total_seconds()) as smtp:
@@ -56,7 +57,7 @@ class EmailSink:
                     smtp.starttls(context=self.tls_context)
                 if cfg.username:
                     smtp.login(cfg.username, self._password)
-                work(smtp)  # type: ignore[operator]
+                work(smtp)
         except smtplib.SMTPResponseException as exc:
             hint = " — check the username and the password's environment variable" if exc.smtp_code == 535 else ""
             raise SinkError(self.name, f"SMTP {exc.smtp_code}{hint}",

@@ -18,7 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryStatus, LogsTable
 
 from poller.config import LogAnalyticsSourceConfig
@@ -223,6 +228,12 @@ class LogAnalyticsSource:
         """The one classifier of Log Analytics HTTP errors."""
         status = exc.status_code or 0
         message = _short(exc)
+        if isinstance(exc, ClientAuthenticationError) and not status:
+            # azure-identity failed before any request left: no token, so no HTTP status to judge by.
+            return SourceError(
+                self.name, f"cannot obtain an Azure token for Log Analytics: {message} — check azure.credential",
+                retryable=False,
+            )
         if status == 429:
             header = getattr(exc.response, "headers", {}).get("Retry-After") if exc.response is not None else None
             retry_after = float(header) if header and header.isdigit() else None

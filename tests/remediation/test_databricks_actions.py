@@ -180,3 +180,19 @@ def test_dry_run_and_pending_approval_send_nothing(emu: DatabricksEmulator, stor
     [attempt] = attempts(store)
     assert attempt.status == {"dry_run": "dry_run", "approval": "pending_approval"}[mode]
     assert emu.count(**MUTATING) == 0
+
+
+def test_once_within_skips_a_second_incident_on_the_same_resource(emu: DatabricksEmulator, store: Store) -> None:
+    failed_run(emu, run_id=601)
+    policy = {"name": "dbx-cloud", "action": "databricks_repair", "once_within": "1h",
+              "match": {"service": ["databricks"], "error_code": ["CLOUD_FAILURE", "DRIVER_ERROR"]}}
+    proc = processor(settings(policies=[policy]), dbx_actions(emu))
+    commit(store, [failure()])
+    proc.run(store, NOW)
+    commit(store, [failure(key="databricks:run:601:ingest", run_id="601", error_code="DRIVER_ERROR")], NOW + TICK)
+    proc.run(store, NOW + TICK)
+    assert [a.status for a in attempts(store)] == ["succeeded"]
+    with store.session() as session:
+        last = session.scalars(select(RemediationAuditRow).order_by(RemediationAuditRow.id.desc())).first()
+        assert last is not None and json.loads(last.detail_json)["reason"].startswith("once_within 1:00:00")
+    assert emu.count(**MUTATING) == 1

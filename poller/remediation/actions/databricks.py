@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
-
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.errors import InvalidState
-from databricks.sdk.service import compute
+from typing import TYPE_CHECKING, Any
 
 from poller.models import Failure
 from poller.remediation.actions.base import Json, NotApplicable, Outcome
 from poller.remediation.config import PolicyConfig, RemediationConfig
 
-ClientFor = Callable[[str], WorkspaceClient]  # source name → client of that workspace
+if TYPE_CHECKING:
+    from databricks.sdk import WorkspaceClient
+
+ClientFor = Callable[[str], "WorkspaceClient"]  # source name → client of that workspace
 _FAILED_RUN = {"FAILED", "TIMEDOUT", "CANCELED", "MAXIMUM_CONCURRENT_RUNS_REACHED", "UPSTREAM_FAILED",
                "UPSTREAM_CANCELED", "EXCLUDED"}
 
@@ -133,6 +132,8 @@ class ClusterStartAction(_DatabricksAction):
 
     def perform(self, params: Json, key: str) -> str:
         # InvalidState: not TERMINATED — someone (or Databricks) started it already; nothing to do (§5.6)
+        from databricks.sdk.errors import InvalidState
+
         with contextlib.suppress(InvalidState):
             self._client(params).clusters.start(str(params["cluster_id"]))
         return str(params["cluster_id"])
@@ -170,6 +171,8 @@ class LibraryReinstallAction(_DatabricksAction):
     def perform(self, params: Json, key: str) -> str:
         libraries = self._client(params).libraries
         cluster_id = str(params["cluster_id"])
+        from databricks.sdk.service import compute
+
         libraries.uninstall(cluster_id, [compute.Library(pypi=compute.PythonPyPiLibrary(package=params["failed"]))])
         libraries.install(cluster_id, [compute.Library(pypi=compute.PythonPyPiLibrary(package=params["install"]))])
         return cluster_id
