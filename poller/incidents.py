@@ -170,7 +170,9 @@ def _open_incident(session: Session, print_: str) -> IncidentRow | None:
 
 def _new_incident(session: Session, failure: Failure, print_: Fingerprint, now: datetime) -> IncidentRow:
     previous = session.scalars(
-        select(col(IncidentRow.id)).where(col(IncidentRow.fingerprint) == print_.value).order_by(col(IncidentRow.id).desc())
+        select(col(IncidentRow.id))
+        .where(col(IncidentRow.fingerprint) == print_.value)
+        .order_by(col(IncidentRow.id).desc())
     ).first()
     where = failure.metadata.get("activity_name") or failure.metadata.get("task_key") or failure.resource
     title = f"[{failure.service}] {failure.resource}: {where} failed ({failure.error_code or 'no code'})"
