@@ -20,7 +20,8 @@ from poller.extractors.adf import (
     extract_row,
 )
 from poller.extractors.cleaning import clean_message
-from poller.models import Failure, iso
+from poller.models import iso
+from tests.extractors.expect import assert_matches
 
 FIXTURES = Path(__file__).parent.parent / "testdata" / "adf"
 FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
@@ -46,21 +47,6 @@ def refusal(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     return reason
 
 
-def assert_matches(failures: list[Failure], expected: list[dict[str, Any]]) -> None:
-    assert len(failures) == len(expected), [failure.key for failure in failures]
-    for failure, want in zip(failures, expected, strict=True):
-        for name in FAILURE_FIELDS:
-            if name in want:
-                assert getattr(failure, name) == want[name], name
-        if "occurred_at" in want:
-            assert iso(failure.occurred_at) == want["occurred_at"]
-        for name, value in want.get("metadata", {}).items():
-            assert failure.metadata.get(name) == value, f"metadata[{name!r}]"
-        assert failure.occurred_at.tzinfo is not None
-        assert failure.service == "adf"
-        assert "\n" not in failure.error_message and "\x1b" not in failure.error_message
-
-
 def test_there_are_at_least_30_fixtures() -> None:
     assert len(FIXTURE_FILES) >= 30
 
@@ -68,13 +54,13 @@ def test_there_are_at_least_30_fixtures() -> None:
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=[path.stem for path in FIXTURE_FILES])
 def test_fixture(path: Path) -> None:
     case = load(path)
-    assert_matches(extract(case["input"]), case["expected"])
+    assert_matches(extract(case["input"]), case["expected"], "adf")
 
 
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=[path.stem for path in FIXTURE_FILES])
 def test_fixture_with_forced_service(path: Path) -> None:
     case = load(path)
-    assert_matches(extract(case["input"], service="adf"), case["expected"])
+    assert_matches(extract(case["input"], service="adf"), case["expected"], "adf")
     assert detect_service(case["input"]) == "adf"
 
 

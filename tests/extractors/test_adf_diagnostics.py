@@ -13,7 +13,7 @@ from poller.errors import ExtractError
 from poller.extractors import detect_service, extract
 from poller.extractors.adf import extract_row
 from poller.extractors.adf_diagnostics import flattened_parameters, to_resource_specific
-from poller.models import Failure, iso
+from tests.extractors.expect import assert_matches
 
 TESTDATA = Path(__file__).parent.parent / "testdata"
 FIXTURES = sorted((TESTDATA / "adf_diagnostics").glob("*.json"))
@@ -26,19 +26,6 @@ JOINED = ("PipelineStatus", "PipelineParameters", "PipelineErrorMessage", "Pipel
 
 def load(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text(encoding="utf-8")))
-
-
-def assert_matches(failures: list[Failure], expected: list[dict[str, Any]]) -> None:
-    assert len(failures) == len(expected), [failure.key for failure in failures]
-    for failure, want in zip(failures, expected, strict=True):
-        for name in FIELDS:
-            if name in want:
-                assert getattr(failure, name) == want[name], name
-        if "occurred_at" in want:
-            assert iso(failure.occurred_at) == want["occurred_at"]
-        for name, value in want.get("metadata", {}).items():
-            assert failure.metadata.get(name) == value, f"metadata[{name!r}]"
-        assert failure.service == "adf"
 
 
 def test_there_are_at_least_10_fixtures() -> None:
@@ -55,7 +42,7 @@ def test_fixture(path: Path) -> None:
         return
     assert detect_service(case["input"]) == "adf"
     failures = extract(case["input"])
-    assert_matches(failures, case["expected"])
+    assert_matches(failures, case["expected"], "adf")
     assert all(failure.raw is case["input"] for failure in failures)
 
 

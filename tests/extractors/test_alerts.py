@@ -12,7 +12,7 @@ import pytest
 from poller.errors import ExtractError
 from poller.extractors import detect_service, extract
 from poller.extractors.alerts import arm_type, extract_alert, read_alert
-from poller.models import Failure, iso
+from tests.extractors.expect import assert_matches
 
 FIXTURES = Path(__file__).parent.parent / "testdata" / "alerts"
 FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
@@ -26,19 +26,6 @@ def load(name: str | Path) -> dict[str, Any]:
     path = name if isinstance(name, Path) else FIXTURES / f"{name}.json"
     with path.open(encoding="utf-8") as handle:
         return dict(json.load(handle))
-
-
-def assert_matches(failures: list[Failure], expected: list[dict[str, Any]], service: str = "adf") -> None:
-    assert len(failures) == len(expected), [failure.key for failure in failures]
-    for failure, want in zip(failures, expected, strict=True):
-        for name in FAILURE_FIELDS:
-            if name in want:
-                assert getattr(failure, name) == want[name], name
-        if "occurred_at" in want:
-            assert iso(failure.occurred_at) == want["occurred_at"]
-        for name, value in want.get("metadata", {}).items():
-            assert failure.metadata.get(name) == value, f"metadata[{name!r}]"
-        assert failure.service == service
 
 
 def test_every_reference_section_7_sample_is_a_fixture() -> None:

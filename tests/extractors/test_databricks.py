@@ -24,7 +24,8 @@ from poller.extractors.databricks import (
     looks_like_databricks,
     payload_shape,
 )
-from poller.models import Failure, iso
+from poller.models import Failure
+from tests.extractors.expect import assert_matches as shared_assert_matches
 
 FIXTURES = Path(__file__).parent.parent / "testdata" / "databricks"
 FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
@@ -59,17 +60,8 @@ def refusal(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
 
 
 def assert_matches(failures: list[Failure], expected: list[dict[str, Any]]) -> None:
-    assert [failure.key for failure in failures] == [want["key"] for want in expected]
-    for failure, want in zip(failures, expected, strict=True):
-        for name in FAILURE_FIELDS:
-            if name in want:
-                assert getattr(failure, name) == want[name], name
-        if "occurred_at" in want:
-            assert iso(failure.occurred_at) == want["occurred_at"]
-        for name, value in want.get("metadata", {}).items():
-            assert failure.metadata.get(name) == value, f"metadata[{name!r}]"
-        assert failure.service == "databricks"
-        assert failure.occurred_at.tzinfo is not None
+    shared_assert_matches(failures, expected, "databricks")
+    for failure in failures:
         assert "\n" not in failure.error_message and "\x1b" not in failure.error_message
         assert failure.error_message == failure.error_message.strip() != ""
         assert "\x1b" not in failure.metadata.get("error_trace", "")
