@@ -95,7 +95,7 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
             fail_running_databricks_run(dbx, clock.now + timedelta(minutes=6))
             add_rerun_failure(la, shift)
             clock.now += SECOND_TICK_AFTER
-            second = run_tick(console, config, store, clock, "tick 2 (15 minutes later, simulated)")
+            second = run_tick(console, config, store, clock, "tick 2 (now)")
             process(store, clock.now, processor)
             show_servicenow(console, servicenow, "after tick 2")
             show_results(console, store, first["adf-demo"], second["adf-demo"])
@@ -105,6 +105,8 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
     console.print(
         f"\nState file: {workdir / 'rca-poller.db'}\nTry next:\n"
         f"  rca-poller failures list --config {config_path} --format json\n"
+        f"  rca-poller incidents list --config {config_path}\n"
+        f"  rca-poller incidents show 2 --config {config_path}\n"
         f"  rca-poller tickets list --config {config_path}\n"
         f"  rca-poller status --config {config_path}\n"
         f"  rca-poller extract {write_sample_alert(workdir)}   (an Azure Monitor alert payload)\n"
@@ -176,9 +178,10 @@ def _ms(moment: datetime) -> int:
 
 
 def show_results(console: Console, store: Store, first: TickResult, second: TickResult) -> None:
-    from poller.render import print_failures, print_tickets
+    from poller.render import print_failures, print_incidents, print_tickets
 
     print_failures(store.failures())
+    print_incidents(store.incidents())
     print_tickets(store.tickets())
     for row in store.quarantined():
         console.print(f"quarantined: {row.reason}")

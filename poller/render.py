@@ -43,13 +43,15 @@ def _warned(warnings: list[str]) -> str:
 
 
 def print_failures(rows: Sequence[Failure]) -> None:
-    table = Table(title="failures")
-    for name in ("occurred (UTC)", "service", "resource", "activity / task", "code"):
-        table.add_column(name, no_wrap=True, max_width=40)
-    table.add_column("error", overflow="fold", ratio=1)
+    """One line per failure; `--format json` has the whole text."""
+    table = Table(title="failures", expand=True)
+    widths = (("occurred (UTC)", 19), ("service", 10), ("resource", 26), ("activity / task", 22), ("code", 26))
+    for name, width in widths:
+        table.add_column(name, no_wrap=True, min_width=min(width, 12), max_width=width, overflow="ellipsis")
+    table.add_column("error", no_wrap=True, overflow="ellipsis", ratio=1)
     for f in rows:
         where = str(f.metadata.get("activity_name") or f.metadata.get("task_key") or "")
-        table.add_row(iso(f.occurred_at)[:19], f.service, f.resource, where, f.error_code, clip(f.error_message, 300))
+        table.add_row(iso(f.occurred_at)[:19], f.service, f.resource, where, f.error_code, clip(f.error_message, 400))
     console.print(table)
 
 
@@ -61,11 +63,11 @@ def ticket_json(t: TicketRow) -> dict[str, Any]:
 
 
 def print_tickets(rows: Sequence[TicketRow]) -> None:
-    table = Table(title="tickets")
+    table = Table(title="tickets", expand=True)
     for name in ("id", "sink", "incident", "status", "seen"):
         table.add_column(name, no_wrap=True)
-    table.add_column("title", overflow="fold", ratio=1)
-    table.add_column("probable cause", overflow="fold", ratio=1)
+    table.add_column("title", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("probable cause", no_wrap=True, overflow="ellipsis", ratio=1)
     for t in rows:
         table.add_row(str(t.id), t.sink, str(t.incident_id), t.status, f"{t.occurrences}×", t.title,
                       clip(t.probable_cause, 160))
@@ -103,10 +105,11 @@ def incident_json(i: IncidentRow) -> dict[str, Any]:
 
 
 def print_incidents(rows: Sequence[IncidentRow]) -> None:
-    table = Table(title="incidents")
-    for name in ("id", "status", "service", "resource", "code", "seen", "last seen (UTC)"):
-        table.add_column(name, no_wrap=True, max_width=36)
-    table.add_column("root cause", overflow="fold", ratio=1)
+    table = Table(title="incidents", expand=True)
+    for name, width in (("id", 6), ("status", 11), ("service", 10), ("resource", 26), ("code", 26), ("seen", 6),
+                        ("last seen (UTC)", 19)):
+        table.add_column(name, no_wrap=True, max_width=width, overflow="ellipsis")
+    table.add_column("root cause", no_wrap=True, overflow="ellipsis", ratio=1)
     for i in rows:
         rca = i.rca() or {}
         cause = f"[{rca.get('category', '?')}] {rca.get('summary', '')}" if rca else "(not analysed yet)"
