@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -40,11 +41,14 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         return timedelta(seconds=value)
     match = _DURATION.match(str(value))
+    if not match and str(value).startswith(("P", "-P")):  # ISO 8601 (PT1H), as a dumped config writes it
+        return _ISO_DURATION.validate_python(value)
     if not match:
         raise ValueError(f"expected a duration such as 60s, 20m, 24h or 7d, got {value!r}")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
+_ISO_DURATION = TypeAdapter(timedelta)
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 

@@ -102,7 +102,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
                 r"[^\s,;'\"]{8,}"), _keep_name("token")),
     (re.compile(r"(?i)(?P<keep>\bBearer\s+)(?=[A-Za-z._~+/=-]*\d)[A-Za-z0-9._~+/=-]{16,}"), _keep_name("token")),
     (re.compile(r"(?P<keep>)\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), _keep_name("jwt")),
-    (re.compile(r"(?P<keep>)\bd(?:api|ose)[0-9a-f]{32}(?:-\d+)?\b"), _keep_name("databricks_token")),
+    (re.compile(r"(?P<keep>)\bd(?:api|ose)[0-9a-f]{32,64}(?:-\d+)?\b"), _keep_name("databricks_token")),
     # Azure Functions key in a URL: https://app.azurewebsites.net/api/f?code=… (not ErrorCode=…).
     (re.compile(r"(?i)(?P<keep>[?&]code=)[^&\s'\"<>#]+"), _keep_name("function_key")),
 )
