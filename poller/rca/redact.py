@@ -28,7 +28,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from poller.models import Failure
+from poller.models import Failure, dumps
 
 __all__ = ["PLACEHOLDER", "needs_redaction", "redact_text", "redact_tree", "redacted"]
 
@@ -38,9 +38,22 @@ PLACEHOLDER = "[REDACTED:{kind}]"
 #: Hand-built as a trie and matched case-sensitively on ``text.lower()``: that is four times faster than an
 #: IGNORECASE search, because the engine can branch on the first character.
 _PRECHECK = re.compile(
-    r"s(?:ig=|ignature|v=\d|ecret|hared_?access)|p(?:assw|wd|rivate[ _-]?key)|a(?:ccount_?key|pi[_-]?key|uthoriz)"
+    r"s(?:ig[=\"]|ignature|v=\d|ecret|hared_?access)|p(?:assw|wd|rivate[ _-]?key)|a(?:ccount_?key|pi[_-]?key|uthoriz)"
     r"|token|bearer|eyj|dapi|dose|functions?[_-]?key|ocp-apim|[?&]code=|://[^\s/@'\"<>]*@"
 )
+
+#: A literal word of every _PRECHECK branch. Substring tests run at C speed (~12 µs on a 2 KB row against ~50 µs
+#: for the regex), so most clean text never reaches the regex.
+_TRIGGERS = (
+    "sig", "sv=", "secret", "sharedaccess", "shared_access", "passw", "pwd", "private", "account", "api_key",
+    "api-key", "apikey", "authoriz", "token", "bearer", "eyj", "dapi", "dose", "function", "ocp-apim", "?code=",
+    "&code=", "@",
+)
+
+
+def _may_hold_secret(lowered: str) -> bool:
+    return any(word in lowered for word in _TRIGGERS) and _PRECHECK.search(lowered) is not None
+
 
 _VALUE_END = r"[^\s;&'\",}<>]"
 _KV_NAMES = (
@@ -110,12 +123,12 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
 
 def needs_redaction(text: str) -> bool:
     """Whether `text` holds a trigger word of any rule (false positives are fine; misses are not)."""
-    return _PRECHECK.search(text.lower()) is not None
+    return _may_hold_secret(text.lower())
 
 
 def redact_text(text: str) -> str:
     """`text` with every credential replaced by ``[REDACTED:<kind>]``; the same object when there is none."""
-    if not _PRECHECK.search(text.lower()):
+    if not _may_hold_secret(text.lower()):
         return text
     for pattern, replace in _RULES:
         text = pattern.sub(replace, text)
@@ -172,8 +185,10 @@ def redacted(failure: Failure) -> Failure:
     """The failure with message, names, metadata and raw record redacted; the same object when clean."""
     texts = [failure.error_message, failure.resource, failure.resource_id, failure.run_id, failure.error_code]
     _collect(failure.metadata, texts)
-    _collect(failure.raw, texts)
-    if not _PRECHECK.search("\n".join(texts).lower()):
+    # The raw record is the bulk of the text (a Log Analytics row is ~3 KB): one C-speed JSON dump shows the
+    # precheck its strings and its keys (as `"key":`, hence `sig"` beside `sig=` above) at a third of the cost.
+    texts.append(dumps(failure.raw))
+    if not _may_hold_secret("\n".join(texts).lower()):
         return failure
     changes: dict[str, Any] = {}
     for name in ("error_message", "resource", "resource_id", "run_id", "error_code"):
