@@ -8,28 +8,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.text import Text
 
+from poller.cli_common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    config_option,
+    err_console,
+    fail,
+    format_option,
+    open_config,
+    open_store,
+)
+from poller.cli_incidents import incidents
 from poller.config import DEFAULT_CONFIG_PATH, Config, load_config
-from poller.errors import ConfigError, ExtractError, PollerError, StoreError
+from poller.errors import ConfigError, ExtractError, PollerError
 from poller.extractors import extract
 from poller.incidents import build_processor
 from poller.logs import setup_logging
-from poller.models import Failure, iso
+from poller.models import Failure
 from poller.onboarding import CREDENTIALS
 from poller.pipeline import TickResult, process, resume_pending, tick
 from poller.rca.redact import redacted
 from poller.remediation.cli import remediations
 from poller.render import (
     console,
-    incident_json,
-    make_console,
     print_failures,
-    print_incident,
-    print_incidents,
     print_remote_tickets,
     print_sink_status,
     print_status,
@@ -39,38 +46,6 @@ from poller.render import (
 )
 from poller.sources import build_sources
 from poller.store import Store
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-err_console = make_console(stderr=True)
-
-config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), envvar="RCA_POLLER_CONFIG",
-    default=DEFAULT_CONFIG_PATH, show_default=True, help="Config file (or RCA_POLLER_CONFIG).",
-)
-format_option = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
-
-
-def fail(message: str, code: int) -> NoReturn:
-    err_console.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
-    sys.exit(code)
-
-
-def open_config(path: str) -> Config:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        fail(f"config {path}: {exc}", EXIT_CONFIG)
-    setup_logging(config.logging.level, config.logging.format, config.logging.levels)
-    return config
-
-
-def open_store(config: Config) -> Store:
-    try:
-        return Store(config.state.url)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -270,49 +245,6 @@ def tickets_list(config_path: str, fmt: str) -> None:
         print_remote_tickets(remote)
 
 
-@main.group()
-def incidents() -> None:
-    """Incidents: failures grouped by cause, each explained once."""
-
-
-@incidents.command("list")
-@config_option
-@format_option
-@click.option("--status", "state", type=click.Choice(["open", "remediating", "resolved"]), help="Only this status.")
-@click.option("--limit", type=int, default=100, show_default=True, help="Most recent N (0 = all).")
-def incidents_list(config_path: str, fmt: str, state: str | None, limit: int) -> None:
-    """List incidents, most recently seen first."""
-    rows = open_store(open_config(config_path)).incidents(status=state, limit=limit or None)
-    if fmt == "json":
-        click.echo(json.dumps([incident_json(i) for i in rows], indent=2))
-        return
-    print_incidents(rows)
-
-
-@incidents.command("show")
-@config_option
-@format_option
-@click.argument("incident_id", type=int)
-def incidents_show(config_path: str, fmt: str, incident_id: int) -> None:
-    """One incident: its RCA, affected runs, failures, tickets and LLM calls."""
-    found = open_store(open_config(config_path)).incident(incident_id)
-    if found is None:
-        fail(f"no incident {incident_id}", EXIT_FAILED)
-    incident, failures_, tickets_, calls = found
-    if fmt == "json":
-        body = incident_json(incident) | {
-            "affected_runs": sorted({f.run_id for f in failures_ if f.run_id}),
-            "failures": [f.to_json() for f in failures_],
-            "tickets": [ticket_json(t) for t in tickets_],
-            "llm_calls": [{"provider": c.provider, "model": c.model, "status": c.status, "error": c.error,
-                           "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                           "cost": c.cost, "at": iso(c.at)} for c in calls],
-        }
-        click.echo(json.dumps(body, indent=2))
-        return
-    print_incident(incident, failures_, tickets_, calls)
-
-
 @main.command()
 @config_option
 @format_option
@@ -403,6 +335,7 @@ def demo(keep: str | None) -> None:
         fail(str(exc), EXIT_FAILED)
 
 
+main.add_command(incidents)
 main.add_command(remediations)
 
 

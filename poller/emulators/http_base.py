@@ -12,12 +12,12 @@ import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from poller.emulators.tls import ThrowawayCA
+from poller.emulators.tls import ThrowawayCA, TlsThreadingServer
 
 
 @dataclass(frozen=True)
@@ -153,24 +153,10 @@ def json_body(request: LoggedRequest) -> Any:
         return None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(TlsThreadingServer):
     def __init__(self, address: tuple[str, int], emulator: HttpEmulator, tls: ssl.SSLContext | None) -> None:
-        self.emulator, self.tls = emulator, tls
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.tls is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(10)
-        try:
-            wrapped = self.tls.wrap_socket(request, server_side=True)
-        except OSError:
-            return
-        with wrapped:
-            super().finish_request(wrapped, client_address)
+        self.emulator = emulator
+        super().__init__(address, _Handler, tls)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -26,13 +26,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from poller.emulators.tls import ThrowawayCA
+from poller.emulators.tls import ThrowawayCA, TlsThreadingServer
 
 DEFAULT_API_KEY = "sk-emulator-0123456789"
 DEFAULT_AD_TOKEN = "emulator-entra-token"
@@ -467,27 +467,11 @@ class OpenAIEmulator:
         return result
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(TlsThreadingServer):
     def __init__(self, address: tuple[str, int], emulator: OpenAIEmulator,
                  tls_context: ssl.SSLContext | None) -> None:
         self.emulator = emulator
-        self.tls_context = tls_context
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # The TLS handshake runs here, in the connection's own thread, not in the accept loop.
-        if self.tls_context is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(10)
-        try:
-            wrapped = self.tls_context.wrap_socket(request, server_side=True)
-        except OSError:
-            return
-        with wrapped:
-            super().finish_request(wrapped, client_address)
+        super().__init__(address, _Handler, tls_context)
 
 
 class _Handler(BaseHTTPRequestHandler):

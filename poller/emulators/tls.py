@@ -8,7 +8,9 @@ One CA can serve several emulators, so a demo needs a single ``REQUESTS_CA_BUNDL
 from __future__ import annotations
 
 import ssl
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import trustme
 
@@ -28,3 +30,28 @@ class ThrowawayCA:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ca.issue_cert(*hosts).configure_cert(context)
         return context
+
+
+class TlsThreadingServer(ThreadingHTTPServer):
+    """A threading HTTP server that, given a context, speaks TLS; plain HTTP without one."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None
+    ) -> None:
+        self.tls = tls
+        super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread, not in the accept loop.
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(10)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except OSError:
+            return
+        with wrapped:
+            super().finish_request(wrapped, client_address)

@@ -12,17 +12,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from poller.config import DEFAULT_CONFIG_PATH, load_config
+from poller.cli_common import config_option, format_option
+from poller.config import load_config
 from poller.errors import PollerError
 from poller.remediation import operations
 from poller.store import Store
 
-config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), envvar="RCA_POLLER_CONFIG",
-    default=DEFAULT_CONFIG_PATH, show_default=True, help="Config file (or RCA_POLLER_CONFIG).",
-)
-format_option = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-                             show_default=True)
 STATUSES = ["scheduled", "pending_approval", "approved", "intent", "sent", "succeeded", "failed", "dry_run",
             "rejected", "blocked"]
 
