@@ -253,7 +253,8 @@ class RemediationAttemptRow(SQLModel, table=True):
     resource_key: str = Field(index=True)  # what once_within counts per: the failure's resource_id
     error_code: str = ""
     attempt: int = 1
-    # scheduled | pending_approval | approved | intent | sent | succeeded | failed | dry_run | rejected | blocked
+    # scheduled | pending_approval | approved | intent | sent | succeeded | failed | dry_run | rejected | expired |
+    # blocked
     status: str = Field(index=True)
     params_json: str = "{}"
     idempotency_key: str = Field(unique=True)

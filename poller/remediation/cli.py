@@ -19,7 +19,7 @@ from poller.remediation import operations
 from poller.store import Store
 
 STATUSES = ["scheduled", "pending_approval", "approved", "intent", "sent", "succeeded", "failed", "dry_run",
-            "rejected", "blocked"]
+            "rejected", "expired", "blocked"]
 
 
 def _store(config_path: str) -> Store:

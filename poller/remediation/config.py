@@ -112,6 +112,8 @@ class RemediationConfig(_Model):
     actions_per_hour: int = Field(default=20, ge=0)  # global budget of actions actually sent
     circuit_breaker_after: int = Field(default=5, ge=1)  # consecutive failed attempts that pause everything
     library_fallbacks: dict[str, str] = Field(default_factory=dict)  # package → fallback pin, e.g. {pandas: "2.2.3"}
+    approval_ttl: Duration = timedelta(hours=24)  # a pending_approval attempt older than this expires; 0 = never
+    verify_timeout: Duration = timedelta(hours=6)  # a sent attempt still running after this has failed; 0 = never
     adf: AdfTargetConfig = AdfTargetConfig()
     synapse: SynapseTargetConfig = SynapseTargetConfig()
 

@@ -2,9 +2,11 @@
 
 Guards, in the order they apply: the mode (off | dry_run | act | approval); one active attempt per incident;
 `once_within` per resource; `max_attempts` per incident; the circuit breaker (opened by N consecutive failed
-attempts, closed only by `remediations reset-breaker`); the global budget of actions per hour. Every decision
-and outcome is appended to `remediation_audit`. The intent of a call is committed before the call, so a
-process killed mid-call finds it on restart and asks the platform whether the call landed (reconcile).
+attempts, closed only by `remediations reset-breaker`); the global budget of actions per hour. Nothing waits for
+ever: an approval not given within `approval_ttl` expires (escalated), and a sent action with no outcome after
+`verify_timeout` fails (next attempt or escalation). Every decision and outcome is appended to
+`remediation_audit`. The intent of a call is committed before the call, so a process killed mid-call finds it
+on restart and asks the platform whether the call landed (reconcile).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from poller.models import dumps
-from poller.remediation.actions.base import Action, NotApplicable
+from poller.models import dumps, iso
+from poller.remediation.actions.base import Action, NotApplicable, Outcome
 from poller.remediation.config import PolicyConfig, RemediationConfig
 from poller.remediation.policy import backoff, effective_policies, select_policy
 from poller.schema import (
@@ -94,6 +96,7 @@ class RemediationEngine:
             return 0
         resolved = self._verify(store, now)
         self._reconcile(store, now)
+        self._expire(store, now)
         self._decide(store, now)
         self._execute(store, now)
         return resolved
@@ -185,7 +188,7 @@ class RemediationEngine:
             action, params = self.actions[attempt.action], json.loads(attempt.params_json)
         started = time.monotonic()
         try:
-            params = action.prepare(params)
+            params = action.prepare(params, now)
         except Exception as exc:  # recorded as a failed attempt, with the error, in the audit
             self._record_failure(store, attempt_id, f"prepare: {exc}", now, time.monotonic() - started)
             return
@@ -216,6 +219,22 @@ class RemediationEngine:
             attempt = session.get(Attempt, attempt_id)
             assert attempt is not None
             return attempt.idempotency_key
+
+    def _expire(self, store: Store, now: datetime) -> None:
+        """Approvals not given within `approval_ttl`: the attempt expires and the incident goes back to people."""
+        ttl = self.config.approval_ttl
+        if not ttl:
+            return
+        with store.session() as session:
+            stale = session.scalars(
+                select(Attempt).where(col(Attempt.status) == "pending_approval", col(Attempt.created_at) < now - ttl)
+                .order_by(col(Attempt.id))
+            ).all()
+            for attempt in stale:
+                reason = f"not approved within approval_ttl {ttl} (pending since {iso(attempt.created_at)})"
+                attempt.status, attempt.message, attempt.finished_at = "expired", reason, now
+                audit(session, now, "expired", attempt=attempt, detail={"approval_ttl_seconds": ttl.total_seconds()})
+                self._escalate(session, attempt, now, reason)
 
     def _blocked(self, session: Session, now: datetime) -> str | None:
         state = breaker(session, now)
@@ -255,22 +274,29 @@ class RemediationEngine:
 
     def _verify(self, store: Store, now: datetime) -> int:
         with store.session() as session:
-            sent = [(a.id, a.action, a.params_json, a.external_id)
+            sent = [(a.id, a.action, a.params_json, a.external_id, a.sent_at)
                     for a in session.scalars(select(Attempt).where(col(Attempt.status) == "sent")).all()]
         resolved = 0
-        for attempt_id, name, params_json, external_id in sent:
-            try:
-                outcome = self.actions[name].verify(json.loads(params_json), str(external_id))
-            except Exception as exc:  # the platform did not answer: the attempt stays sent, asked again next pass
-                log.warning("remediation.verify_failed", extra={"attempt": attempt_id, "error": str(exc)[:300]})
-                continue
-            if outcome.verdict == "succeeded":
+        timeout = self.config.verify_timeout
+        for attempt_id, name, params_json, external_id, sent_at in sent:
+            outcome = self._outcome(int(attempt_id or 0), self.actions[name], json.loads(params_json), str(external_id))
+            if outcome.verdict == "running" and timeout and sent_at is not None and now - sent_at > timeout:
+                message = f"no outcome within verify_timeout {timeout} of the call; last seen: {outcome.message}"
+                self._record_failure(store, int(attempt_id or 0), message, now, None)
+            elif outcome.verdict == "succeeded":
                 with store.session() as session:
                     self._succeeded(session, int(attempt_id or 0), outcome.message, now)
                 resolved += 1
             elif outcome.verdict == "failed":
                 self._record_failure(store, int(attempt_id or 0), outcome.message, now, None)
         return resolved
+
+    def _outcome(self, attempt_id: int, action: Action, params: dict[str, Any], external_id: str) -> Outcome:
+        try:
+            return action.verify(params, external_id)
+        except Exception as exc:  # the platform did not answer: still sent, asked again next pass (to verify_timeout)
+            log.warning("remediation.verify_failed", extra={"attempt": attempt_id, "error": str(exc)[:300]})
+            return Outcome("running", f"verify failed: {str(exc)[:300]}")
 
     def _succeeded(self, session: Session, attempt_id: int, message: str, now: datetime) -> None:
         attempt = session.get(Attempt, attempt_id)

@@ -19,7 +19,7 @@ from databricks.sdk.core import Config as SdkConfig
 from poller.remediation.actions.base import Action, Json
 from poller.remediation.build import databricks_actions
 from poller.store import Store
-from tests.remediation.helpers import NOW, processor, settings
+from tests.remediation.helpers import LIBRARY_FALLBACKS, NOW, processor, settings
 
 
 class KilledAfterCall:
@@ -42,7 +42,8 @@ def main(db: str, url: str, token: str, action: str) -> None:
     actions = databricks_actions(lambda source: client)
     actions[action] = KilledAfterCall(actions[action])  # type: ignore[assignment]
     policy = {"name": "crash", "action": action, "match": {"service": ["databricks"]}}
-    processor(settings(policies=[policy]), actions).run(Store(f"sqlite:///{db}"), NOW)
+    config = settings(policies=[policy], library_fallbacks=LIBRARY_FALLBACKS)
+    processor(config, actions).run(Store(f"sqlite:///{db}"), NOW)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from poller.store import Store
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 TICK = timedelta(minutes=5)
+LIBRARY_FALLBACKS = {"pandas": "2.2.3"}
 
 
 def failure(**changes: Any) -> Failure:
@@ -81,3 +82,21 @@ def failed_run(emu: DatabricksEmulator, run_id: int = 501, job_id: int = 11) -> 
                  "tasks": [{"task_key": "prep", "run_id": run_id + 1, "attempt_number": 0, "state": ok},
                            {"task_key": "ingest", "run_id": run_id + 2, "attempt_number": 0, "state": failed,
                             "depends_on": [{"task_key": "prep"}]}]})
+
+
+def clock(emu: DatabricksEmulator, now: datetime = NOW) -> None:
+    """The workspace's clock on the simulated one, so run start times line up with the passes' `now`."""
+    emu.now_ms = lambda: int(now.timestamp() * 1000)
+
+
+def failed_library(emu: DatabricksEmulator, cluster_id: str = "c-2", state: str = "RUNNING") -> Failure:
+    """A cluster whose pin pandas==9.9 failed to install, and the failure the library extractor makes of it."""
+    emu.add_cluster({"cluster_id": cluster_id, "cluster_name": "ml", "state": state})
+    emu.set_library_status(cluster_id, {"pypi": {"package": "pandas==9.9"}}, "FAILED", ["No matching distribution"])
+    return failure(key=f"databricks:library:{cluster_id}:pandas", kind="library_install", resource="ml",
+                   resource_id=cluster_id, run_id="", error_code="LIBRARY_NOT_FOUND",
+                   metadata={"pypi.package": "pandas==9.9"})
+
+
+def library_statuses(emu: DatabricksEmulator, cluster_id: str = "c-2") -> dict[str, str]:
+    return {s["library"]["pypi"]["package"]: s["status"] for s in emu.library_statuses(cluster_id)}

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from poller.azure_auth import StaticTokenCredential
 from poller.emulators.adf_management import AdfManagementEmulator
@@ -50,7 +50,7 @@ def run(store: Store, arm: AdfManagementEmulator, ticks: int, **changes: object)
     for tick in range(ticks):
         proc.run(store, NOW + tick * TICK)
     with store.session() as session:
-        rows = list(session.scalars(select(RemediationAttemptRow).order_by(RemediationAttemptRow.id)).all())
+        rows = list(session.scalars(select(RemediationAttemptRow).order_by(col(RemediationAttemptRow.id))).all())
         session.expunge_all()
         return rows
 

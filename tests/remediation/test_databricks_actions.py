@@ -7,18 +7,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from poller.emulators.databricks import DatabricksEmulator, RunOutcome
 from poller.schema import RemediationAttemptRow, RemediationAuditRow, TicketRow
 from poller.store import Store
 from tests.remediation.helpers import (
+    LIBRARY_FALLBACKS,
     NOW,
     TICK,
     commit,
     dbx_actions,
+    failed_library,
     failed_run,
     failure,
+    library_statuses,
     make_store,
     processor,
     settings,
@@ -43,14 +46,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def attempts(store: Store) -> list[RemediationAttemptRow]:
     with store.session() as session:
-        rows = session.scalars(select(RemediationAttemptRow).order_by(RemediationAttemptRow.id)).all()
+        rows = session.scalars(select(RemediationAttemptRow).order_by(col(RemediationAttemptRow.id))).all()
         session.expunge_all()
         return list(rows)
 
 
 def events(store: Store) -> list[str]:
     with store.session() as session:
-        return [row.event for row in session.scalars(select(RemediationAuditRow).order_by(RemediationAuditRow.id))]
+        return [row.event for row in session.scalars(select(RemediationAuditRow).order_by(col(RemediationAuditRow.id)))]
 
 
 def test_repair_reruns_the_failed_task_and_resolves_the_incident(emu: DatabricksEmulator, store: Store) -> None:
@@ -61,7 +64,7 @@ def test_repair_reruns_the_failed_task_and_resolves_the_incident(emu: Databricks
     [sent] = attempts(store)
     assert (sent.status, sent.action, sent.external_id) == ("sent", "databricks_repair", sent.external_id)
     repair = [r for r in emu.requests if r.path == "/api/2.2/jobs/runs/repair"]
-    assert len(repair) == 1 and repair[0].body["rerun_tasks"] == ["ingest"]
+    assert len(repair) == 1 and (repair[0].body or {})["rerun_tasks"] == ["ingest"]
     assert store.incidents()[0].status == "remediating"
 
     stats = proc.run(store, NOW + TICK)
@@ -143,20 +146,67 @@ def test_cluster_start_after_a_cloud_failure(emu: DatabricksEmulator, store: Sto
     assert emu.count("/api/2.1/clusters/start", "POST") == 1 and store.incidents()[0].status == "resolved"
 
 
-def test_library_reinstall_with_the_fallback_version(emu: DatabricksEmulator, store: Store) -> None:
-    emu.add_cluster({"cluster_id": "c-2", "cluster_name": "ml", "state": "RUNNING"})
-    emu.set_library_status("c-2", {"pypi": {"package": "pandas==9.9"}}, "FAILED", ["No matching distribution"])
-    config = settings(use_defaults=True, policies=[], library_fallbacks={"pandas": "2.2.3"})
-    item = failure(key="databricks:library:c-2:pandas", kind="library_install", resource="ml", resource_id="c-2",
-                   run_id="", error_code="LIBRARY_NOT_FOUND", metadata={"pypi.package": "pandas==9.9"})
+def test_library_reinstall_restarts_so_the_failed_pin_is_gone(emu: DatabricksEmulator, store: Store) -> None:
+    """uninstall + install + restart: the uninstall applies only on restart (§6.4), so only then is it a success."""
+    config = settings(use_defaults=True, policies=[], library_fallbacks=LIBRARY_FALLBACKS)
+    commit(store, [failed_library(emu)])
+    proc = processor(config, dbx_actions(emu))
+    proc.run(store, NOW)
+    assert library_statuses(emu) == {"pandas==9.9": "UNINSTALL_ON_RESTART", "pandas==2.2.3": "PENDING"}
+    assert emu.cluster_json("c-2")["state"] == "RESTARTING"
+    proc.run(store, NOW + TICK)
+    [attempt] = attempts(store)
+    assert attempt.status == "succeeded" and json.loads(attempt.params_json)["install"] == "pandas==2.2.3"
+    assert attempt.message == "pandas==2.2.3 installed, pandas==9.9 removed by the restart"
+    assert library_statuses(emu) == {"pandas==2.2.3": "INSTALLED"}
+    assert emu.cluster_json("c-2")["state"] == "RUNNING"
+    install = [r for r in emu.requests if r.path == "/api/2.0/libraries/install"]
+    assert (install[0].body or {})["libraries"] == [{"pypi": {"package": "pandas==2.2.3"}}]
+    assert [r.path for r in emu.requests if r.method == "POST"] == [
+        "/api/2.0/libraries/uninstall", "/api/2.0/libraries/install", "/api/2.1/clusters/restart"]
+
+
+def test_library_reinstall_waits_for_the_restart(emu: DatabricksEmulator, store: Store) -> None:
+    """While the cluster restarts the pin is still listed: the attempt is not a success yet."""
+    emu.settle_after_reads = 3
+    commit(store, [failed_library(emu)])
+    proc = processor(settings(use_defaults=True, policies=[], library_fallbacks=LIBRARY_FALLBACKS),
+                     dbx_actions(emu))
+    proc.run(store, NOW)
+    proc.run(store, NOW + TICK)
+    assert attempts(store)[0].status == "sent"
+    for tick in range(2, 6):
+        proc.run(store, NOW + tick * TICK)
+    assert attempts(store)[0].status == "succeeded" and library_statuses(emu) == {"pandas==2.2.3": "INSTALLED"}
+    assert emu.count(**MUTATING) == 3
+
+
+def test_library_reinstall_on_a_stopped_cluster_does_not_start_it(emu: DatabricksEmulator, store: Store) -> None:
+    commit(store, [failed_library(emu, state="TERMINATED")])
+    proc = processor(settings(use_defaults=True, policies=[], library_fallbacks=LIBRARY_FALLBACKS),
+                     dbx_actions(emu))
+    proc.run(store, NOW)
+    proc.run(store, NOW + TICK)
+    [attempt] = attempts(store)
+    assert attempt.status == "succeeded" and "when it next starts" in (attempt.message or "")
+    assert emu.count("/api/2.1/clusters", "POST") == 0 and emu.count(**MUTATING) == 2
+    emu.start_cluster("c-2")  # the next start applies the uninstall
+    emu.settle()
+    assert library_statuses(emu) == {"pandas==2.2.3": "INSTALLED"}
+
+
+def test_library_reinstall_whose_restart_fails_is_a_failed_attempt(emu: DatabricksEmulator, store: Store) -> None:
+    item = failed_library(emu)
+    emu.script_cluster_start("c-2", "TERMINATED", termination_reason={"code": "CLOUD_PROVIDER_LAUNCH_FAILURE"})
     commit(store, [item])
+    config = settings(policies=[{"name": "lib", "action": "databricks_library_reinstall", "max_attempts": 1,
+                                 "match": {"kind": ["library_install"]}}], library_fallbacks=LIBRARY_FALLBACKS)
     proc = processor(config, dbx_actions(emu))
     proc.run(store, NOW)
     proc.run(store, NOW + TICK)
     [attempt] = attempts(store)
-    assert attempt.status == "succeeded" and json.loads(attempt.params_json)["install"] == "pandas==2.2.3"
-    install = [r for r in emu.requests if r.path == "/api/2.0/libraries/install"]
-    assert install[0].body["libraries"] == [{"pypi": {"package": "pandas==2.2.3"}}]
+    assert (attempt.status, attempt.message) == ("failed", "the restart that removes pandas==9.9 ended TERMINATED")
+    assert store.incidents()[0].status == "open"
 
 
 def test_library_without_a_fallback_is_skipped_with_the_reason(emu: DatabricksEmulator, store: Store) -> None:
@@ -193,6 +243,6 @@ def test_once_within_skips_a_second_incident_on_the_same_resource(emu: Databrick
     proc.run(store, NOW + TICK)
     assert [a.status for a in attempts(store)] == ["succeeded"]
     with store.session() as session:
-        last = session.scalars(select(RemediationAuditRow).order_by(RemediationAuditRow.id.desc())).first()
+        last = session.scalars(select(RemediationAuditRow).order_by(col(RemediationAuditRow.id).desc())).first()
         assert last is not None and json.loads(last.detail_json)["reason"].startswith("once_within 1:00:00")
     assert emu.count(**MUTATING) == 1

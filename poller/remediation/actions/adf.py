@@ -84,7 +84,7 @@ class AdfRerunAction:
                 "reference_run_id": failure.run_id,
                 "start_from_failure": bool(policy.params.get("start_from_failure", True))}
 
-    def prepare(self, params: Json) -> Json:
+    def prepare(self, params: Json, now: datetime) -> Json:
         reference = self._runs(params).get(params["resource_group"], params["factory"], params["reference_run_id"])
         group = reference.run_group_id or params["reference_run_id"]
         return {**params, "run_group_id": group, "known_runs": sorted(self._group(params, group))}

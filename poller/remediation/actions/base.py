@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from poller.models import Failure
@@ -29,8 +30,8 @@ class Action(Protocol):
         """Parameters from the extracted failure and the policy alone; no I/O."""
         ...
 
-    def prepare(self, params: Json) -> Json:
-        """Read-only calls whose answers the intent must record (e.g. the latest repair id)."""
+    def prepare(self, params: Json, now: datetime) -> Json:
+        """Read-only calls whose answers the intent must record (e.g. the latest repair id); `now` is the pass's."""
         ...
 
     def perform(self, params: Json, key: str) -> str:

@@ -7,6 +7,7 @@ The Synapse data plane (2020-12-01) has no startFromFailure: the failed activity
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from poller.models import Failure
@@ -44,7 +45,7 @@ class SynapseRerunAction:
         return {"workspace": str(workspace), "pipeline": str(failure.metadata.get("pipeline_name") or failure.resource),
                 "reference_run_id": failure.run_id, "start_activity": failure.metadata.get("activity_name")}
 
-    def prepare(self, params: Json) -> Json:
+    def prepare(self, params: Json, now: datetime) -> Json:
         reference = self._client(params).pipeline_run.get_pipeline_run(params["reference_run_id"])
         group = reference.run_group_id or params["reference_run_id"]
         return {**params, "run_group_id": group, "known_runs": sorted(self._group(params, group))}
