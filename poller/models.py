@@ -51,6 +51,21 @@ class Failure:
     detected_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     raw: Any = None
+    # JSON of metadata and raw, dumped once and shared by the redaction check and the store. Not an init field,
+    # so dataclasses.replace (a redacted copy) starts with an empty cache.
+    _json: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def metadata_json(self) -> str:
+        return self._dumped("metadata")
+
+    def raw_json(self) -> str:
+        return self._dumped("raw")
+
+    def _dumped(self, name: str) -> str:
+        text = self._json.get(name)
+        if text is None:
+            text = self._json[name] = dumps(getattr(self, name))
+        return text
 
     def stamped(self, source: str, detected_at: datetime) -> Failure:
         """The same failure, attributed to a configured source at the tick's time."""

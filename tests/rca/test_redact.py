@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -118,6 +119,16 @@ def test_no_canary_survives_anywhere_in_a_failure() -> None:
     assert CANARY not in text and "dapi0123456789abcdef" not in text
     assert CANARY in dumps(failure.to_json(include_raw=True))  # the original is untouched
     assert out.error_code == "SqlFailedToConnect" and out.key == failure.key
+
+
+def test_the_stored_json_of_a_redacted_failure_is_the_redacted_one() -> None:
+    """The redaction check and the store share one dump of raw and metadata; a redacted copy must not inherit it."""
+    failure = canary_failure()
+    assert CANARY in failure.raw_json() and CANARY in failure.metadata_json()  # the original's dumps are cached
+    out = redacted(failure)
+    assert CANARY not in out.raw_json() and CANARY not in out.metadata_json()
+    assert out.raw_json() == dumps(out.raw) and out.metadata_json() == dumps(out.metadata)
+    assert out == dataclasses.replace(out)  # the cache is not part of a failure's value
 
 
 def test_a_clean_failure_is_returned_as_the_same_object() -> None:
