@@ -4,13 +4,19 @@ Run:  python bench/databricks_tick.py [--clusters 500] [--runs 2000] [--rps 10]
 
 The real databricks-sdk talks to the emulator over a socket; each tick is the pipeline's own `tick` (poll,
 extract, one SQLite commit). Requests are counted from the emulator's log (API calls only; the SDK's one
-`/.well-known` probe per client is left out). Ticks, on the simulated clock:
+`/.well-known` probe per client is left out). The source has the default config: interval 2m,
+cluster_interval 5m (clusters and libraries are swept on the first tick of a process, then on the first
+tick 5 minutes or more after the last sweep). Ticks, on the simulated clock:
 
-  cold     the first tick: 24 h initial lookback, every run since then listed (no memory yet)
-  quiet    two minutes after a catch-up tick, nothing changed since the cursor (the daemon: the source
-           remembers active runs)
-  busy     5 minutes later: 20 runs failed, 2 clusters terminated unexpectedly, 1 library failed to install
-  restart  the quiet tick again from a fresh process (cron mode, `rca-poller once`): no memory of active runs
+  cold         the first tick: 24 h initial lookback, every run since then listed (no memory yet); sweeps
+  quiet        2 minutes after a catch-up tick (which swept), nothing changed: no sweep due, jobs only
+  quiet+sweep  6 minutes after the catch-up tick (after another quiet tick at 4), nothing changed: sweep due
+  busy         5 minutes later (sweep due): 20 runs failed, 2 clusters terminated unexpectedly, 1 library
+               failed to install
+  restart      2 minutes later from a fresh process (cron mode, `rca-poller once`): no memory of active
+               runs; the first tick of a process always sweeps
+  steady       the restarted process then ticks every 2 minutes for an hour, nothing changing: the mean
+               requests per tick (one sweep every third tick)
 """
 
 from __future__ import annotations
@@ -72,8 +78,20 @@ def measure(emu: DatabricksEmulator, source: DatabricksSource, store: Store, now
     seconds = time.perf_counter() - began
     if not result.ok:
         raise SystemExit(f"tick failed: {result.error}")
-    paths = Counter(r.path.split("/", 3)[3] for r in emu.requests if r.path.startswith("/api/"))
+    paths = Counter(endpoint(r.path, r.query) for r in emu.requests if r.path.startswith("/api/"))
     return result, sum(paths.values()), seconds, paths
+
+
+def endpoint(path: str, query: dict[str, list[str]]) -> str:
+    """The API path after /api/<version>/, runs/list told apart by its listing (active or completed)."""
+    name = path.split("/", 3)[3]
+    if name == "jobs/runs/list":
+        return f"{name}?{'active_only' if query.get('active_only') else 'completed_only'}"
+    return name
+
+
+def swept(paths: Counter[str]) -> bool:
+    return paths["clusters/list"] > 0
 
 
 def main() -> None:
@@ -99,26 +117,37 @@ def main() -> None:
         source = fresh()
         now = BASE
         rows = []
-        for name in ("cold", "catch-up", "quiet", "busy", "restart"):
-            if name == "catch-up":
-                now += CATCH_UP_AFTER
-            if name == "quiet":
-                now += timedelta(minutes=2)
+        # (tick, time since the previous tick); unreported ticks are named in parentheses
+        plan = [("cold", timedelta(0)), ("(catch-up)", CATCH_UP_AFTER), ("quiet", timedelta(minutes=2)),
+                ("(quiet, 4 min after the sweep)", timedelta(minutes=2)), ("quiet+sweep", timedelta(minutes=2)),
+                ("busy", timedelta(minutes=5)), ("restart", timedelta(minutes=2))]
+        for name, after in plan:
+            now += after
             if name == "busy":
-                now += timedelta(minutes=5)
                 make_busy(emu, now)
             if name == "restart":
-                now += timedelta(minutes=2)
                 source = fresh()
             result, requests, seconds, paths = measure(emu, source, store, now)
-            if name != "catch-up":
+            if not name.startswith("("):
                 rows.append((name, requests, seconds, result.added, paths))
+        steady = []
+        for _ in range(30):  # an hour at the default interval
+            now += cfg.interval
+            result, requests, seconds, paths = measure(emu, source, store, now)
+            steady.append((requests, seconds, swept(paths)))
         store.close()
-    print(f"workspace: {args.clusters} clusters, {args.runs} runs; requests_per_second={args.rps:g}")
-    print(f"{'tick':8} {'requests':>8} {'seconds':>8} {'new failures':>13}  requests by endpoint")
+    print(f"workspace: {args.clusters} clusters, {args.runs} runs; requests_per_second={args.rps:g}; "
+          f"interval={cfg.interval.total_seconds():g}s, cluster_interval={cfg.cluster_interval.total_seconds():g}s")
+    print(f"{'tick':11} {'sweep':5} {'requests':>8} {'seconds':>8} {'new failures':>13}  requests by endpoint")
     for name, requests, seconds, added, paths in rows:
         detail = ", ".join(f"{path} {count}" for path, count in sorted(paths.items()))
-        print(f"{name:8} {requests:8d} {seconds:8.2f} {added:13d}  {detail}")
+        print(f"{name:11} {'yes' if swept(paths) else 'no':5} {requests:8d} {seconds:8.2f} {added:13d}  {detail}")
+    sweeps = sum(s for _, _, s in steady)
+    print(f"steady: {len(steady)} quiet ticks over {len(steady) * cfg.interval.total_seconds() / 60:g} min, "
+          f"{sweeps} of them sweeps; requests per tick: mean {sum(r for r, _, _ in steady) / len(steady):.2f}, "
+          f"min {min(r for r, _, _ in steady)}, max {max(r for r, _, _ in steady)}; "
+          f"seconds per tick: mean {sum(t for _, t, _ in steady) / len(steady):.2f}")
+    print("steady requests, tick by tick:", " ".join(str(r) for r, _, _ in steady))
 
 
 if __name__ == "__main__":

@@ -151,6 +151,8 @@ class DatabricksSourceConfig(_Model):
         default_factory=lambda: ["jobs", "clusters", "libraries"], min_length=1  # type: ignore[arg-type]
     )
     interval: Duration = timedelta(seconds=120)
+    # The cluster and library sweep (clusters/list, all-cluster-statuses) runs on its own, slower cadence.
+    cluster_interval: Duration = timedelta(minutes=5)
     overlap: Duration = timedelta(minutes=10)
     max_run_duration: Duration = timedelta(hours=24)
     initial_lookback: Duration = timedelta(hours=24)
@@ -210,6 +212,15 @@ class DatabricksSourceConfig(_Model):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("cluster_interval")
+    @classmethod
+    def _not_before_interval(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        interval = info.data.get("interval")  # absent when interval itself is invalid: that error is reported
+        if isinstance(interval, timedelta) and value < interval:
+            raise ValueError(f"must not be shorter than interval ({interval.total_seconds():g}s): the sweep runs "
+                             "at most once a tick")
         return value
 
     @model_validator(mode="after")

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from poller.cli import main
 from poller.config import DatabricksSourceConfig, parse_config
 from poller.errors import ConfigError
 
@@ -29,6 +31,7 @@ def test_defaults() -> None:
     assert (cfg.interval, cfg.overlap, cfg.max_run_duration) == (
         timedelta(seconds=120), timedelta(minutes=10), timedelta(hours=24))
     assert (cfg.requests_per_second, cfg.max_retries, cfg.retry_timeout) == (10.0, 3, timedelta(seconds=60))
+    assert cfg.cluster_interval == timedelta(minutes=5)
     assert (cfg.effective_auth_type, cfg.token_env) == ("pat", "DATABRICKS_TOKEN")
 
 
@@ -48,6 +51,13 @@ def test_a_profile_may_name_the_workspace_and_brings_its_own_auth() -> None:
     assert isinstance(cfg, DatabricksSourceConfig)
     assert cfg.host is None and cfg.effective_auth_type == "default"
     assert source(profile="prod", auth_type="azure-cli").effective_auth_type == "azure-cli"
+
+
+def test_a_longer_interval_with_the_default_cluster_interval_sweeps_every_tick() -> None:
+    # The 5m default is not checked against interval (pydantic leaves defaults alone): the source then sweeps
+    # every tick, as cluster_interval = interval does.
+    assert source(interval="10m").cluster_interval == timedelta(minutes=5)
+    assert source(interval="10m", cluster_interval="10m").cluster_interval == timedelta(minutes=10)
 
 
 def test_the_example_config_documents_a_databricks_source() -> None:
@@ -83,6 +93,10 @@ def test_the_example_config_documents_a_databricks_source() -> None:
     ({"retry_timeout": "500ms"},
      "sources.d.retry_timeout: must be at least 1s (the SDK counts its retry budget in whole seconds)"),
     ({"http_timeout": 0}, "sources.d.http_timeout: must be longer than 0s"),
+    ({"cluster_interval": "60s"},
+     "sources.d.cluster_interval: must not be shorter than interval (120s): the sweep runs at most once a tick"),
+    ({"interval": "10m", "cluster_interval": "5m"},
+     "sources.d.cluster_interval: must not be shorter than interval (600s): the sweep runs at most once a tick"),
     ({"max_run_duration": "a day"},
      "sources.d.max_run_duration: expected a duration such as 60s, 20m, 24h or 7d, got 'a day'"),
     ({"workspace_id": "x"}, "sources.d.workspace_id: unknown key"),
@@ -91,6 +105,15 @@ def test_bad_databricks_config_names_the_key(settings: dict[str, Any], message: 
     with pytest.raises(ConfigError) as info:
         parse_config({"sources": {"d": {k: v for k, v in {**DBX, **settings}.items() if v is not None}}}, {})
     assert str(info.value) == message
+
+
+def test_a_cluster_interval_shorter_than_interval_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"state": {"url": f"sqlite:///{tmp_path}/s.db"},
+                                    "sources": {"d": {**DBX, "interval": "5m", "cluster_interval": "2m"}}}))
+    result = CliRunner().invoke(main, ["once", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "sources.d.cluster_interval: must not be shorter than interval (300s)" in result.output
 
 
 @pytest.mark.parametrize(("data", "message"), [

@@ -19,12 +19,23 @@ What a tick over the window (S, E] reads, and what it costs (requests):
   in memory while the run is still read, so re-reading the overlap costs no further output calls.
 * clusters — ``clusters/list`` (⌈clusters/100⌉); ``clusters/events`` only for the clusters whose
   ``start_time``, ``last_restarted_time``, ``last_state_loss_time`` or ``terminated_time`` is after S, or
-  whose state or state message changed since the last tick, read from the start of the cluster's current
+  whose state or state message changed since the last sweep, read from the start of the cluster's current
   life (at most ``max_run_duration`` before S).
 * libraries — one ``libraries/all-cluster-statuses``. A FAILED library's key carries an occurrence stamp:
   the cluster's last (re)start, so it is reported once while it stays failed, also across restarts of
   rca-poller; and, when this process saw it INSTALLED after a failure in the same cluster life, the time
   it failed again, so that new failure is reported too.
+
+Clusters and libraries are a sweep with its own cadence, ``cluster_interval``: a live tick sweeps on the first
+tick of a process, and then on the first tick whose window ends ``cluster_interval`` or more after the cursor
+(the tick clock, never wall time; every tick when ``cluster_interval`` is not longer than ``interval`` — also
+when only ``interval`` is raised past the 5m default, which config leaves unchecked). A tick that does
+not sweep reads jobs only and hands the cursor back unchanged, so the cursor is always the end of the last
+committed sweep, and every window — the sweep's included — starts at that end − ``overlap``. Nothing is lost
+to a crash, a restart or a tick that read but did not commit: the next window, and so the next sweep, starts
+from the last sweep that did commit; its first tick in a new process sweeps. The cost is a jobs window up to
+``cluster_interval`` + ``interval`` wider (runs it re-reads are dropped by their keys, and their outputs are
+kept in memory) and a cursor lag of up to that much. A backfill (an explicit window) always reads clusters.
 
 The memory (active runs, cluster states, library episodes, outputs) lives in this object only: it is a cost
 saving and a way to see changes, never what the cursor relies on. It is replaced only when a poll succeeds.
@@ -56,6 +67,8 @@ from poller.sources.databricks_client import DatabricksApi, Json
 #: Cluster fields that move when its state changes; a time after the window start selects the cluster.
 CLUSTER_TIME_FIELDS = ("start_time", "last_restarted_time", "last_state_loss_time", "terminated_time")
 STARTS = ("start_time", "last_restarted_time")
+#: What the cluster sweep reads: clusters/list (which libraries need too) and all-cluster-statuses.
+SWEPT = frozenset({"clusters", "libraries"})
 #: Library statuses after which a new FAILED is a new failure, not the same one still showing.
 LIBRARY_INSTALLED = frozenset({"INSTALLED", "RESTORED"})
 TERMINATION_EVENTS = frozenset({"TERMINATING", "TERMINATED"})
@@ -197,6 +210,7 @@ class Memory:
     clusters: dict[str, tuple[tuple[str, str], int]] = field(default_factory=dict)  # id → (state, message), changed
     libraries: dict[tuple[str, str], LibraryEpisode] = field(default_factory=dict)
     outputs: dict[int, Json] = field(default_factory=dict)  # task run id → get-output
+    swept: bool = False  # a live tick of this process has swept clusters and libraries
 
 
 # -- the source ------------------------------------------------------------------------------------------------
@@ -212,6 +226,7 @@ class DatabricksSource:
         self.interval = config.interval
         self.api = api or DatabricksApi(name, config, environ=environ, sleep=sleep)
         self._live: Window | None = None
+        self._cursor: datetime | None = None  # the committed cursor the live window was made from
         self._memory = Memory()
 
     def __repr__(self) -> str:
@@ -234,7 +249,7 @@ class DatabricksSource:
     def window(self, cursor: datetime | None, now: datetime) -> Window:
         # Re-read `overlap` behind the cursor: a tick that read but could not commit, and clock skew.
         start = now - self.config.initial_lookback if cursor is None else cursor - self.config.overlap
-        self._live = Window(min(start, now), now)
+        self._live, self._cursor = Window(min(start, now), now), cursor
         return self._live
 
     def poll(self, window: Window) -> Poll:
@@ -242,24 +257,34 @@ class DatabricksSource:
         # without the memory and leaves it alone.
         live = window == self._live
         watch = set(self.config.watch)
+        sweeping = bool(watch & SWEPT)
+        sweep = sweeping and (not live or self._sweep_due(window))
         warnings: list[str] = []
         records: list[Json] = []
         runs, outputs = self._memory.runs, self._memory.outputs
         if "jobs" in watch:
             run_records, runs, outputs = self._poll_jobs(window, live, warnings)
             records += run_records
-        clusters = self.api.list_clusters() if watch & {"clusters", "libraries"} else []
+        clusters = self.api.list_clusters() if sweep else []
         seen = self._memory.clusters
-        if "clusters" in watch:
+        if sweep and "clusters" in watch:
             cluster_records, seen = self._poll_clusters(window, clusters, live, warnings)
             records += cluster_records
         episodes = self._memory.libraries
-        if "libraries" in watch and live:  # statuses are current, not history: nothing to backfill
+        if sweep and "libraries" in watch and live:  # statuses are current, not history: nothing to backfill
             library_records, episodes = self._poll_libraries(window, clusters)
             records += library_records
         if live:
-            self._memory = Memory(runs, seen, episodes, outputs)
-        return Poll(records=records, cursor=window.end, warnings=warnings)
+            self._memory = Memory(runs, seen, episodes, outputs, swept=self._memory.swept or sweep)
+        # No sweep: the cursor stays at the end of the last committed sweep (the module docstring says why).
+        held = self._cursor if live and sweeping and not sweep else None
+        return Poll(records=records, cursor=held or window.end, warnings=warnings)
+
+    def _sweep_due(self, window: Window) -> bool:
+        """Whether a live tick sweeps clusters and libraries: first in this process, or ``cluster_interval`` on."""
+        cursor, every = self._cursor, self.config.cluster_interval
+        return (not self._memory.swept or cursor is None or every <= self.interval
+                or window.end - cursor >= every)
 
     def extract(self, raw: Any) -> Failure | None:
         return extract_record(raw)

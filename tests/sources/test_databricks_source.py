@@ -63,8 +63,10 @@ class Harness:
 
     def __init__(self, tmp_path: Path, emu: DatabricksEmulator, clock: Clock, **source: Any) -> None:
         self.emu, self.clock, self.sleeps = emu, clock, list[float]()
+        # cluster_interval = interval: these tests sweep clusters and libraries every tick, as before the option
         settings = {"type": "databricks", "host": emu.url, "token_env": TOKEN_ENV, "retry_timeout": "5s",
-                    "http_timeout": "5s", "requests_per_second": 1000, "initial_lookback": "6h", **source}
+                    "http_timeout": "5s", "requests_per_second": 1000, "initial_lookback": "6h",
+                    "cluster_interval": "2m", **source}
         self.config: Config = parse_config({"state": {"url": f"sqlite:///{tmp_path}/state.db"},
                                             "sources": {"dbx": settings}}, {})
         self.store = Store(self.config.state.url)
@@ -194,7 +196,7 @@ def test_a_first_tick_that_was_not_committed_loses_nothing(h: Harness, emu: Data
                                                          clock: Clock) -> None:
     started = ms(clock.now - timedelta(hours=6) + timedelta(minutes=1))
     emu.add_run(job_run(RUN, started, ms(clock.now) - 60_000, [task("load", RUN + 1)]))
-    assert len(h.source.poll(h.source.window(None, clock.now)).records) == 1  # never committed
+    assert len(list(h.source.poll(h.source.window(None, clock.now)).records)) == 1  # never committed
     clock.advance(minutes=5)  # the initial lookback slides past the run's start
     assert h.tick().added == 1
 
@@ -335,6 +337,114 @@ def test_a_health_event_on_a_running_cluster_is_read_when_its_state_message_chan
     assert h.tick(minutes=2).added == 1
     (failure,) = h.failures().values()
     assert failure.error_code == "DRIVER_NOT_RESPONDING"
+
+
+# -- the cluster sweep's cadence (cluster_interval) ------------------------------------------------------------
+
+
+DRIVER_UNREACHABLE = {"code": "DRIVER_UNREACHABLE", "type": "SERVICE_FAULT", "parameters": {}}
+
+
+def by_endpoint(emu: DatabricksEmulator) -> dict[str, int]:
+    """API calls by path; runs/list split into its active and completed listings."""
+    counts: dict[str, int] = {}
+    for r in emu.requests:
+        if r.path.startswith("/api/"):
+            listing = " active" if r.query.get("active_only") else " completed" if r.query.get("completed_only") else ""
+            name = r.path.split("/", 3)[3] + (listing if r.path.endswith("/runs/list") else "")
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_a_quiet_tick_between_sweeps_reads_jobs_only_in_at_most_5_requests(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock
+) -> None:
+    h = Harness(tmp_path, emu, clock, cluster_interval="5m")
+    emu.load(make_workspace(500, 2000, base_ms=ms(clock.now - timedelta(hours=2))))  # 61 runs still going
+    h.tick()  # the first tick of a process sweeps
+    emu.reset_log()
+
+    quiet = h.tick(minutes=2)
+
+    assert quiet.ok and quiet.added == 0
+    assert by_endpoint(emu) == {"jobs/runs/list active": 3, "jobs/runs/list completed": 1}
+    assert emu.count("/api/") <= 5
+    emu.reset_log()
+    assert h.tick(minutes=2).added == 0  # 4 minutes since the sweep: not due yet
+    assert emu.count("/api/") == 4
+    emu.reset_log()
+    assert h.tick(minutes=2).added == 0  # 6 minutes: the sweep is due
+    assert by_endpoint(emu) == {"jobs/runs/list active": 3, "jobs/runs/list completed": 1, "clusters/list": 5,
+                                "libraries/all-cluster-statuses": 1}
+
+
+def test_a_cluster_failure_between_sweeps_is_reported_at_the_next_sweep_exactly_once(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock
+) -> None:
+    h = Harness(tmp_path, emu, clock, cluster_interval="10m")
+    emu.add_cluster(cluster(CLUSTER, ms(clock.now - timedelta(days=1))))
+    assert h.tick().added == 0
+    swept = clock.now
+    assert h.tick(minutes=2).added == 0
+    emu.set_cluster_state(CLUSTER, "TERMINATED", at=ms(clock.now) + 60_000, termination_reason=DRIVER_UNREACHABLE)
+    emu.reset_log()
+
+    assert [h.tick(minutes=2).added for _ in range(3)] == [0, 0, 0]  # +4, +6, +8 minutes: jobs only
+    assert emu.count("/api/2.1/clusters") == emu.count("/api/2.0/libraries") == 0
+    assert h.cursor() == swept  # held at the end of the last sweep
+    assert h.tick(minutes=2).added == 1  # +10: the sweep
+    assert h.cursor() == clock.now
+    assert [h.tick(minutes=2).added for _ in range(6)] == [0] * 6  # the next sweep (+20) re-reads it: same key
+
+    (failure,) = h.failures().values()
+    assert (failure.resource_id, failure.error_code) == (CLUSTER, "DRIVER_UNREACHABLE")
+    assert emu.count("/api/2.1/clusters/list") == 2
+
+
+@pytest.mark.parametrize("lost", ["restart", "uncommitted sweep", "failed sweep"])
+def test_nothing_between_sweeps_is_lost_to_a_restart_or_a_sweep_that_did_not_commit(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock, lost: str
+) -> None:
+    h = Harness(tmp_path, emu, clock, cluster_interval="30m", retry_timeout="1s")
+    emu.add_cluster(cluster(CLUSTER, ms(clock.now - timedelta(days=1))))
+    h.tick()
+    swept = clock.now
+    emu.set_cluster_state(CLUSTER, "TERMINATED", at=ms(clock.now) + 180_000, termination_reason=DRIVER_UNREACHABLE)
+    for _ in range(14):  # +2 … +28 minutes: committed, jobs only; the termination (+3) is far behind now − overlap
+        assert h.tick(minutes=2).added == 0
+    assert h.cursor() == swept
+    if lost == "restart":
+        h.restart()  # a new process: its first tick sweeps from the last committed sweep − overlap
+    else:
+        clock.advance(minutes=2)
+        if lost == "uncommitted sweep":  # read, then the process fell over before the commit
+            assert len(list(h.source.poll(h.source.window(h.cursor(), clock.now)).records)) == 1
+        else:
+            emu.inject(500, times=4, path_prefix="/api/2.1/clusters/list")
+            assert not h.tick().ok
+        assert h.cursor() == swept
+
+    assert h.tick(minutes=2).added == 1
+    assert h.tick(minutes=2).added == 0 and len(h.failures()) == 1
+
+
+def test_a_backfill_and_every_rca_poller_once_read_clusters(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, emu, clock, cluster_interval="1h")
+    emu.add_cluster(cluster(CLUSTER, ms(clock.now - timedelta(days=2)), "TERMINATED",
+                            terminated_time=ms(clock.now - timedelta(days=1)), termination_reason=DRIVER_UNREACHABLE))
+    h.tick()
+    h.tick(minutes=2)
+    emu.reset_log()
+    window = Window(clock.now - timedelta(days=3), clock.now - timedelta(hours=12))
+    assert tick(h.source, h.store, clock.now, cursor_name="backfill", window=window).added == 1
+    assert emu.count("/api/2.1/clusters/list") == 1
+    monkeypatch.setenv(TOKEN_ENV, emu.token)
+    emu.reset_log()
+    for _ in range(2):  # cron mode: each run is a new process, whose one tick sweeps
+        run_once(h.config, h.store, clock.advance(minutes=2))
+    assert emu.count("/api/2.1/clusters/list") == emu.count("/api/2.0/libraries/all-cluster-statuses") == 2
 
 
 # -- libraries -----------------------------------------------------------------------------------------------
