@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from poller.emulators.serving import ServedEmulator
 from poller.emulators.tls import ThrowawayCA
 
 API_VERSION = "2018-06-01"
@@ -124,45 +124,26 @@ class PipelineRunBook:
             return {"value": [dict(r) for r in runs], "continuationToken": None}
 
 
-class AdfManagementEmulator(PipelineRunBook):
+class AdfManagementEmulator(PipelineRunBook, ServedEmulator):
     """ARM for Data Factory on 127.0.0.1; point DataFactoryManagementClient's ``base_url`` at ``url``."""
+
+    thread_name = "adf-management-emulator"
 
     def __init__(self, directory: Path, *, token: str = "test-arm-token", ca: ThrowawayCA | None = None) -> None:
         super().__init__()
         self.token = token
         self.ca = ca or ThrowawayCA(directory)
         self.requests: list[RecordedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "AdfManagementEmulator is not started"
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def ca_path(self) -> Path:
         return self.ca.ca_path
 
-    def start(self) -> AdfManagementEmulator:
+    def _make_server(self) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.socket = self.ca.server_context().wrap_socket(server.socket, server_side=True)
         server.emulator = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> AdfManagementEmulator:
-        return self.start()
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+        return server
 
     def count(self, path_part: str | None = None, method: str | None = None) -> int:
         with self.lock:

@@ -13,10 +13,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from poller.emulators.serving import ServedEmulator
 from poller.emulators.tls import ThrowawayCA, TlsThreadingServer
 
 
@@ -55,10 +55,8 @@ class Answer:
     disconnect: bool = False
 
 
-class HttpEmulator:
+class HttpEmulator(ServedEmulator):
     """Subclasses implement `route`; everything else (threads, TLS, faults, the log) is here."""
-
-    thread_name = "emulator"
 
     def __init__(self, *, tls: bool = False, ca: ThrowawayCA | None = None) -> None:
         self.down = False
@@ -66,41 +64,10 @@ class HttpEmulator:
         self._lock = threading.Lock()
         self._faults: deque[list[Any]] = deque()
         self._log: list[LoggedRequest] = []
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the emulator is not started")
-        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> Self:
+    def _make_server(self) -> _Server:
         context = (self._ca.server_context() if self._ca else None) if self._tls else None
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), self, context)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=self.thread_name, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        return _Server(("127.0.0.1", 0), self, context)
 
     def fail(self, *faults: Fault) -> None:
         """Queue faults for the next requests, in order."""

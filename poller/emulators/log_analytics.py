@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as time_of_day
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
@@ -52,6 +51,7 @@ from poller.emulators.schemas import (
     read_data_dir,
     rebase_rows,
 )
+from poller.emulators.serving import ServedEmulator
 from poller.emulators.tls import ThrowawayCA
 
 DEFAULT_WORKSPACE_ID = "00000000-0000-0000-0000-000000000001"
@@ -569,8 +569,10 @@ class _FaultQueue:
 # --- the emulator -------------------------------------------------------------------------------
 
 
-class LogAnalyticsEmulator:
+class LogAnalyticsEmulator(ServedEmulator):
     """An HTTPS Log Analytics query endpoint over in-memory tables; `with` starts and stops it."""
+
+    thread_name = "log-analytics-emulator"
 
     def __init__(
         self,
@@ -599,62 +601,22 @@ class LogAnalyticsEmulator:
         self._faults = _FaultQueue()
         self._requests: list[RequestRecord] = []
         self._requests_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         for table in empty_tables:
             # A workspace whose diagnostic setting targets a table knows it before the first row lands.
             self._tables.create(table, TABLE_SCHEMAS[table])
         if data_dir is not None:
             self._load_data_dir(data_dir, rebase)
 
-    # lifecycle
+    # lifecycle (start, stop, `with`, `url`: ServedEmulator)
 
-    def start(self) -> LogAnalyticsEmulator:
-        """Bind and serve in a background thread; idempotent."""
-        if self._server is None:
-            self._stopping.clear()
-            self._server = _Server(self._address, self, self._ca)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                name="log-analytics-emulator", daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; injected delays end at once. The tables stay, so `start` can resume."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server, self._thread = None, None
+    def _make_server(self) -> _Server:
+        return _Server(self._address, self, self._ca)
 
     def close(self) -> None:
-        """Stop and release the DuckDB tables and the scratch directory (CA file included)."""
-        self.stop()
+        """Stop, then release the tables and the scratch directory (CA file included); `stop` alone keeps them."""
+        super().close()
         self._tables.close()
         self._scratch.cleanup()
-
-    def __enter__(self) -> LogAnalyticsEmulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    # where to reach it
-
-    @property
-    def url(self) -> str:
-        """``https://127.0.0.1:PORT`` — the `endpoint` for LogsQueryClient."""
-        if self._server is None:
-            raise RuntimeError("the emulator is not started")
-        host, port = self._server.server_address[:2]
-        return f"https://{host!s}:{port}"
 
     @property
     def ca_path(self) -> Path:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from poller.emulators.serving import ServedEmulator
 from poller.emulators.tls import ThrowawayCA, TlsThreadingServer
 
 DEFAULT_API_KEY = "sk-emulator-0123456789"
@@ -257,8 +257,10 @@ def _validate_chat(body: Any, flavour: str) -> _Outcome | None:
     return None
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(ServedEmulator):
     """An OpenAI + Azure OpenAI chat-completions server on 127.0.0.1, in a background thread."""
+
+    thread_name = "openai-emulator"
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY, ad_token: str = DEFAULT_AD_TOKEN,
                  deployments: Iterable[str] = (DEFAULT_DEPLOYMENT,), port: int = 0, tls: bool = False,
@@ -274,48 +276,17 @@ class OpenAIEmulator:
         self._lock = threading.Lock()
         self._script: deque[list[Any]] = deque()  # [Reply, remaining times]
         self._log: list[LoggedRequest] = []
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
 
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:41234`` (no trailing slash)."""
-        if self._server is None:
-            raise RuntimeError("the OpenAI emulator is not started")
-        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> Self:
-        """Bind the socket and serve in a daemon thread."""
-        context = self._tls_context() if self._tls else None
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self._port), self, context)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="openai-emulator", daemon=True)
-        self._thread.start()
-        return self
+    def _make_server(self) -> _Server:
+        return _Server(("127.0.0.1", self._port), self, self._tls_context() if self._tls else None)
 
     def stop(self) -> None:
         """Stop serving; delayed replies still pending are abandoned. Safe to call twice."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        super().stop()
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = self._ca = self.ca_path = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def script(self, *answers: str | Reply) -> None:
         """Queue answers, served first in, first out, before the responder is asked."""

@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from poller.emulators.adf_management import PipelineRunBook
+from poller.emulators.serving import ServedEmulator
 from poller.emulators.tls import ThrowawayCA
 
 API_VERSION = "2020-12-01"
@@ -77,8 +77,10 @@ class _Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class SynapseEmulator:
+class SynapseEmulator(ServedEmulator):
     """An HTTPS Synapse dev endpoint serving queryActivityruns over in-memory activity runs."""
+
+    thread_name = "synapse-emulator"
 
     def __init__(
         self,
@@ -99,45 +101,20 @@ class SynapseEmulator:
         self._faults: deque[list[Any]] = deque()
         self._log: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self.pipeline_runs = PipelineRunBook()  # createRun / getPipelineRun / queryPipelineRuns (reruns)
         self.add_activity_runs(runs)
 
-    # lifecycle
+    # lifecycle (start, stop, `with`: ServedEmulator); `stop` closes the port, `start` opens the same one again
 
-    def start(self) -> SynapseEmulator:
-        """Serve in a background thread (again on the same port after ``stop``); idempotent."""
-        if self._server is None:
-            self._server = _Server(self._address, self, self._ca)
-            host, port = self._server.server_address[:2]
-            self._address = (str(host), port)  # a restart keeps the port the clients know
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="synapse-emulator", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Close the port: the endpoint is down until ``start``."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server.drop_connections()  # kept-alive connections too: a stopped endpoint answers nothing
-        if self._thread is not None:
-            self._thread.join()
-        self._server, self._thread = None, None
+    def _make_server(self) -> _Server:
+        server = _Server(self._address, self, self._ca)
+        host, port = server.server_address[:2]
+        self._address = (str(host), port)  # a restart keeps the port the clients know
+        return server
 
     def close(self) -> None:
-        self.stop()
+        super().close()
         self._scratch.cleanup()
-
-    def __enter__(self) -> SynapseEmulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:
@@ -309,12 +286,12 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], emulator: SynapseEmulator, ca: ThrowawayCA) -> None:
+        self._connections: set[socket.socket] = set()  # before binding: a failed bind calls server_close
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
         self.emulator = emulator
         context = ca.server_context()
         self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
 
     def track(self, connection: socket.socket, open_: bool) -> None:
         with self._connections_lock:
@@ -326,6 +303,10 @@ class _Server(ThreadingHTTPServer):
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
             self._connections.clear()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.drop_connections()  # kept-alive connections too: a stopped endpoint answers nothing
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], OSError):
