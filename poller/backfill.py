@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from poller.config import parse_duration
+from poller.durations import parse_duration
 from poller.models import iso
 from poller.pipeline import TickResult, tick
 from poller.sources import Source, Window

@@ -12,44 +12,23 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
-    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from poller.durations import Duration
 from poller.errors import ConfigError
 from poller.remediation.config import RemediationConfig
 
 DEFAULT_CONFIG_PATH = "config.yaml"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def parse_duration(value: Any) -> timedelta:
-    """``90``, ``"90s"``, ``"20m"``, ``"24h"``, ``"7d"`` → timedelta (a bare number means seconds)."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 60s, 20m, 24h or 7d, got {value!r}")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match and str(value).startswith(("P", "-P")):  # ISO 8601 (PT1H), as a dumped config writes it
-        return _ISO_DURATION.validate_python(value)
-    if not match:
-        raise ValueError(f"expected a duration such as 60s, 20m, 24h or 7d, got {value!r}")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
-
-
-_ISO_DURATION = TypeAdapter(timedelta)
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class _Model(BaseModel):

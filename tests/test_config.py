@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from poller.config import load_config, parse_config, parse_duration
+from poller.config import load_config, parse_config
+from poller.durations import parse_duration
 from poller.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,12 @@ def test_example_config_loads_and_matches_packaged_copy() -> None:
     assert source.overlap == timedelta(minutes=20)
     assert source.initial_lookback == timedelta(hours=24)
     assert config.state.url == "sqlite:///./rca-poller.db"
+
+
+def test_a_dumped_config_loads_back_the_same() -> None:
+    """`model_dump_json` writes durations as ISO 8601 (P1D, PT20M); every duration key must read them back."""
+    config = parse_config(yaml.safe_load((ROOT / "config.yaml").read_text()), {"LA_WORKSPACE_ID": "abc"})
+    assert parse_config(yaml.safe_load(config.model_dump_json())) == config
 
 
 def test_interpolation_with_default_and_value() -> None:

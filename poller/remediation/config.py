@@ -1,18 +1,17 @@
 """The ``remediation:`` block of config.yaml: mode, policies, guard rails and per-platform settings.
 
-Self-contained (no import of ``poller.config``, which imports this module), with its own duration parser.
+Self-contained: no import of ``poller.config``, which imports this module.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from poller.durations import Duration
 
 ActionName = Literal[
     "adf_rerun", "synapse_rerun", "databricks_repair", "databricks_run_now", "databricks_cluster_start",
@@ -21,18 +20,6 @@ ActionName = Literal[
 Mode = Literal["off", "dry_run", "act", "approval"]
 
 
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match or isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 60s, 20m, 24h or 7d, got {value!r}")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Model(BaseModel):
