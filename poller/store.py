@@ -309,6 +309,9 @@ def _engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # A stored failure is ~3 KB (its raw row and metadata): on the default 4 KB pages nearly every row needs a page
+    # of its own. 32 KB pages insert ~1.5x faster. It only applies to a new file (before WAL is on); others keep theirs.
+    cursor.execute("PRAGMA page_size=32768")
     # WAL lets `status` and `list` read while a tick writes. NORMAL survives a killed process; a power cut
     # may roll back the last ticks, data and cursor together, so the next tick simply re-reads them.
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -15,9 +15,9 @@ A secret becomes ``[REDACTED:<kind>]``; the text around it, which the analysis n
 Dict values under a sensitive key name (``password``, ``client_secret``, ``x-functions-key``,
 ``authorization``, ``…token`` …) are replaced whole, whatever they look like.
 
-Speed: this runs on every failure (10k+/s). One combined precheck regex, written as a trie so the
-engine branches on the first letter, rules out clean text in a single scan; only text that contains a
-trigger word runs the rules. A tree in which nothing needed redaction is returned as the same object.
+Speed: this runs on every failure (10k+/s). One combined precheck, run by RE2 as a single automaton,
+rules out clean text in one pass; only text that contains a trigger word runs the rules. A tree in which
+nothing needed redaction is returned as the same object.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-import ahocorasick
+import re2
 
 from poller.models import Failure
 
@@ -36,37 +36,18 @@ __all__ = ["PLACEHOLDER", "needs_redaction", "redact_text", "redact_tree", "reda
 
 PLACEHOLDER = "[REDACTED:{kind}]"
 
-#: Every rule below needs one of these in the lower-cased text (dict keys are checked as ``key=``).
-#: Hand-built as a trie and matched case-sensitively on ``text.lower()``: that is four times faster than an
-#: IGNORECASE search, because the engine can branch on the first character.
-_PRECHECK = re.compile(
-    r"s(?:ig[=\"]|ignature|v=\d|ecret|hared_?access)|p(?:assw|wd|rivate[ _-]?key)|a(?:ccount_?key|pi[_-]?key|uthoriz)"
-    r"|token|bearer|eyj|dapi|dose|functions?[_-]?key|ocp-apim|[?&]code=|://[^\s/@'\"<>]*@"
-)
-
-#: A literal word of every _PRECHECK branch. One automaton pass finds any of them far faster than the regex,
-#: so most clean text never reaches the regex.
-_TRIGGERS = (
-    "sig", "sv=", "secret", "sharedaccess", "shared_access", "passw", "pwd", "private", "account", "api_key",
-    "api-key", "apikey", "authoriz", "token", "bearer", "eyj", "dapi", "dose", "function", "ocp-apim", "?code=",
-    "&code=", "@",
+#: Every rule below needs one of these (dict keys are checked as ``key=`` or, in a JSON dump, ``"key":``).
+#: RE2 runs it as one automaton (no backtracking), case-insensitively: ~8 µs over a 3 KB row, against ~90 µs for
+#: the same pattern in ``re``, so clean text — nearly all of it — never meets the rules below.
+_PRECHECK = re2.compile(
+    r"(?i)s(?:ig[=\"]|ignature|v=\d|ecret|hared_?access)|p(?:assw|wd|rivate[ _-]?key)"
+    r"|a(?:ccount_?key|pi[_-]?key|uthoriz)|token|bearer|eyj|dapi|dose|functions?[_-]?key|ocp-apim|[?&]code="
+    r"|://[^\s/@'\"<>]*@"
 )
 
 
-def _automaton(words: tuple[str, ...]) -> Any:
-    automaton = ahocorasick.Automaton()
-    for word in words:
-        automaton.add_word(word, word)
-    automaton.make_automaton()
-    return automaton
-
-
-#: All trigger words in one pass over the text (Aho-Corasick, in C): ~2.5x faster than a substring test per word.
-_TRIGGER_SCAN = _automaton(_TRIGGERS)
-
-
-def _may_hold_secret(lowered: str) -> bool:
-    return next(_TRIGGER_SCAN.iter(lowered), None) is not None and _PRECHECK.search(lowered) is not None
+def _may_hold_secret(text: str) -> bool:
+    return _PRECHECK.search(text) is not None
 
 
 _VALUE_END = r"[^\s;&'\",}<>]"
@@ -137,12 +118,12 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
 
 def needs_redaction(text: str) -> bool:
     """Whether `text` holds a trigger word of any rule (false positives are fine; misses are not)."""
-    return _may_hold_secret(text.lower())
+    return _may_hold_secret(text)
 
 
 def redact_text(text: str) -> str:
     """`text` with every credential replaced by ``[REDACTED:<kind>]``; the same object when there is none."""
-    if not _may_hold_secret(text.lower()):
+    if not _may_hold_secret(text):
         return text
     for pattern, replace in _RULES:
         text = pattern.sub(replace, text)
@@ -188,7 +169,7 @@ def redacted(failure: Failure) -> Failure:
     # the same dump (Failure caches it), so a clean failure is dumped once in all.
     texts = (failure.error_message, failure.resource, failure.resource_id, failure.run_id, failure.error_code,
              failure.metadata_json(), failure.raw_json())
-    if not _may_hold_secret("\n".join(texts).lower()):
+    if not _may_hold_secret("\n".join(texts)):
         return failure
     changes: dict[str, Any] = {}
     for name in ("error_message", "resource", "resource_id", "run_id", "error_code"):
