@@ -63,7 +63,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -78,6 +78,7 @@ from poller.emulators.databricks_state import (
     invalid,
     terminal_state,
 )
+from poller.emulators.serving import ServedEmulator
 
 __all__ = ["DEFAULT_TOKEN", "DEMO_DATA_DIR", "DatabricksEmulator", "RecordedRequest", "RunOutcome",
            "WorkspaceData", "make_workspace"]
@@ -314,8 +315,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: the request log is `DatabricksEmulator.requests`."""
 
 
-class DatabricksEmulator(WorkspaceState):
+class DatabricksEmulator(WorkspaceState, ServedEmulator):
     """A Databricks workspace on 127.0.0.1; `url` and `token` are what WorkspaceClient needs."""
+
+    thread_name = "databricks-emulator"
 
     def __init__(self, data_dir: Path | None = None, *, token: str = DEFAULT_TOKEN, port: int = 0,
                  forbidden: bool = False, workspace_id: str | None = None,
@@ -330,42 +333,15 @@ class DatabricksEmulator(WorkspaceState):
         self._faults: list[_Fault] = []
         self._log: list[RecordedRequest] = []
         self._admitted: deque[float] = deque()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._tls = ssl_context is not None
         if data_dir is not None:
             self.load(WorkspaceData.read(data_dir))
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("DatabricksEmulator is not started: call start() or use it in a with block")
-        scheme = "https" if self._ssl_context else "http"
-        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> DatabricksEmulator:
+    def _make_server(self) -> _Server:
         server = _Server(("127.0.0.1", self._port), self)
         if self._ssl_context is not None:
             server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="databricks-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> DatabricksEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        return server
 
     # -- faults and the log ------------------------------------------------------------------------------
 
