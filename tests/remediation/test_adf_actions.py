@@ -14,7 +14,7 @@ from poller.models import Failure
 from poller.remediation.actions.adf import adf_actions
 from poller.schema import RemediationAttemptRow
 from poller.store import Store
-from tests.remediation.helpers import NOW, TICK, commit, make_store, processor, settings
+from tests.remediation.helpers import NOW, TICK, commit, processor, settings
 
 FACTORY = "/subscriptions/sub-1/resourceGroups/rg-data/providers/Microsoft.DataFactory/factories/adf-prod"
 POLICY = {"name": "adf-sql", "action": "adf_rerun", "max_attempts": 2, "backoff": {"initial": "1m", "jitter": 0},
@@ -28,13 +28,6 @@ def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdfManageme
         emulator.add_run("adf-prod", {"runId": "r0", "pipelineName": "pl_load_sales", "status": "Failed",
                                       "parameters": {"day": "2026-11-28"}})
         yield emulator
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = make_store(tmp_path)
-    yield store
-    store.close()
 
 
 def adf_failure() -> Failure:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,11 @@ from tests.remediation.helpers import (
     TICK,
     commit,
     dbx_actions,
-    failed_run,
     failure,
     make_store,
     processor,
     settings,
 )
-
-
-@pytest.fixture
-def emu() -> Iterator[DatabricksEmulator]:
-    with DatabricksEmulator() as emulator:
-        failed_run(emulator)
-        yield emulator
 
 
 @pytest.fixture

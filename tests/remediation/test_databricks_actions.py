@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlmodel import col, select
@@ -22,26 +20,11 @@ from tests.remediation.helpers import (
     failed_run,
     failure,
     library_statuses,
-    make_store,
     processor,
     settings,
 )
 
 MUTATING = {"method": "POST"}  # repair, run-now, start, install, uninstall — every call the actions make that writes
-
-
-@pytest.fixture
-def emu() -> Iterator[DatabricksEmulator]:
-    with DatabricksEmulator() as emulator:
-        failed_run(emulator)
-        yield emulator
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = make_store(tmp_path)
-    yield store
-    store.close()
 
 
 def attempts(store: Store) -> list[RemediationAttemptRow]:

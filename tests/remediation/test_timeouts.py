@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,26 +21,10 @@ from tests.remediation.helpers import (
     TICK,
     commit,
     dbx_actions,
-    failed_run,
     failure,
-    make_store,
     processor,
     settings,
 )
-
-
-@pytest.fixture
-def emu() -> Iterator[DatabricksEmulator]:
-    with DatabricksEmulator() as emulator:
-        failed_run(emulator)
-        yield emulator
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = make_store(tmp_path)
-    yield store
-    store.close()
 
 
 def attempts(store: Store) -> list[tuple[int, str, str | None]]:
