@@ -253,14 +253,18 @@ class RemediationEngine:
     def _reconcile(self, store: Store, now: datetime) -> None:
         """Intents left by a process that died mid-call: adopt the call if it landed, else make it now."""
         with store.session() as session:
-            pending = [(a.id, a.action, a.params_json, a.idempotency_key)
+            pending = [(a.id, a.action, a.params_json, a.idempotency_key, a.sent_at)
                        for a in session.scalars(select(Attempt).where(col(Attempt.status) == "intent")).all()]
-        for attempt_id, name, params_json, key in pending:
+        timeout = self.config.verify_timeout
+        for attempt_id, name, params_json, key, sent_at in pending:
             action, params, started = self.actions[name], json.loads(params_json), time.monotonic()
             try:
                 found = action.reconcile(params, key)
             except Exception as exc:  # unknown whether the call landed: never call again blind; ask next pass
                 log.warning("remediation.reconcile_failed", extra={"attempt": attempt_id, "error": str(exc)[:300]})
+                if timeout and sent_at is not None and now - sent_at > timeout:
+                    self._give_up(store, int(attempt_id or 0), now, f"could not tell within verify_timeout {timeout} "
+                                  f"whether the call landed (last error: {str(exc)[:300]}); not retried")
                 continue
             with store.session() as session:
                 attempt = session.get(Attempt, attempt_id)
@@ -271,6 +275,16 @@ class RemediationEngine:
                     attempt.status, attempt.external_id = "sent", found
             if found is None:
                 self._perform(store, action, int(attempt_id or 0), params, now, started)
+
+    def _give_up(self, store: Store, attempt_id: int, now: datetime, reason: str) -> None:
+        """An intent whose fate stays unknown: a retry could act twice, so the incident goes back to people."""
+        with store.session() as session:
+            attempt = session.get(Attempt, attempt_id)
+            assert attempt is not None
+            attempt.status, attempt.message, attempt.finished_at = "failed", reason, now
+            audit(session, now, "failed", attempt=attempt, detail={"message": reason})
+            self._trip(session, now)
+            self._escalate(session, attempt, now, reason)
 
     def _verify(self, store: Store, now: datetime) -> int:
         with store.session() as session:

@@ -115,3 +115,21 @@ def test_zero_means_never(emu: DatabricksEmulator, store: Store, knob: str) -> N
     proc.run(store, NOW)
     proc.run(store, NOW + timedelta(days=30))
     assert [a[1] for a in attempts(store)] == ["pending_approval" if mode == "approval" else "sent"]
+
+
+def test_an_intent_whose_fate_stays_unknown_goes_to_people_not_to_a_retry(emu: DatabricksEmulator,
+                                                                         store: Store) -> None:
+    commit(store, [failure()])
+    proc = processor(settings(verify_timeout="6h"), dbx_actions(emu))
+    proc.run(store, NOW)
+    with store.session() as session:  # as a process killed between the call and its record leaves it
+        attempt = session.scalars(select(RemediationAttemptRow)).one()
+        attempt.status, attempt.external_id = "intent", None
+    emu.inject(403, times=100)  # and the platform cannot be asked whether the call landed
+    proc.run(store, NOW + timedelta(hours=1))
+    assert [a[1] for a in attempts(store)] == ["intent"]  # asked again next pass, never called blind
+
+    proc.run(store, NOW + timedelta(hours=7))
+    [(number, status, message)] = attempts(store)  # failed, and no retry that could act twice
+    assert (number, status) == (1, "failed") and message and "whether the call landed" in message
+    assert events(store)[-2:] == ["failed", "escalated"] and store.incidents()[0].status == "open"
