@@ -79,8 +79,9 @@ class TickTransaction:
 
     def _replace_pending(self, enriched: dict[str, dict[str, Any]]) -> None:
         """A stored failure whose error text was pending takes the fields of its enriched re-read."""
-        if not enriched:
-            return
+        any_pending = select(col(FailureRow.id)).where(col(FailureRow.pending)).limit(1)
+        if not enriched or self._session.scalar(any_pending) is None:
+            return  # nothing waits (the usual case): no lookup of every key
         waiting = self._session.scalars(
             select(FailureRow).where(col(FailureRow.pending), col(FailureRow.key).in_(list(enriched)))
         ).all()
