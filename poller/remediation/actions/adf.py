@@ -62,13 +62,37 @@ class AdfClients:
         return self._clients[subscription_id]
 
 
-class AdfRerunAction:
-    """pipelines.create_run(..., reference_pipeline_run_id=, is_recovery=True, start_from_failure=) — keywords."""
-
-    name = "adf_rerun"
+class RecoveryRerun:
+    """What ADF and Synapse reruns share: the rerun is the run of the failed run's group that was not there before
+    the call, and its status is the pipeline run's. A subclass reads one run and one run group of its service."""
 
     def __init__(self, client_for: Callable[[str], Any]) -> None:
         self._client_for = client_for
+
+    def prepare(self, params: Json, now: datetime) -> Json:
+        reference = self._run(params, params["reference_run_id"])
+        group = reference.run_group_id or params["reference_run_id"]
+        return {**params, "run_group_id": group, "known_runs": sorted(self._group(params, group))}
+
+    def reconcile(self, params: Json, key: str) -> str | None:
+        new = self._group(params, params["run_group_id"]) - set(params["known_runs"])
+        return min(new) if new else None
+
+    def verify(self, params: Json, external_id: str) -> Outcome:
+        run = self._run(params, external_id)
+        return pipeline_outcome(run.status, run.message)
+
+    def _run(self, params: Json, run_id: str) -> Any:
+        raise NotImplementedError
+
+    def _group(self, params: Json, group: str) -> set[str]:
+        raise NotImplementedError
+
+
+class AdfRerunAction(RecoveryRerun):
+    """pipelines.create_run(..., reference_pipeline_run_id=, is_recovery=True, start_from_failure=) — keywords."""
+
+    name = "adf_rerun"
 
     def plan(self, failure: Failure, policy: PolicyConfig, config: RemediationConfig) -> Json:
         if not failure.run_id:
@@ -84,11 +108,6 @@ class AdfRerunAction:
                 "reference_run_id": failure.run_id,
                 "start_from_failure": bool(policy.params.get("start_from_failure", True))}
 
-    def prepare(self, params: Json, now: datetime) -> Json:
-        reference = self._runs(params).get(params["resource_group"], params["factory"], params["reference_run_id"])
-        group = reference.run_group_id or params["reference_run_id"]
-        return {**params, "run_group_id": group, "known_runs": sorted(self._group(params, group))}
-
     def perform(self, params: Json, key: str) -> str:
         response = self._client(params).pipelines.create_run(
             params["resource_group"], params["factory"], params["pipeline"],
@@ -97,22 +116,15 @@ class AdfRerunAction:
         )
         return str(response.run_id)
 
-    def reconcile(self, params: Json, key: str) -> str | None:
-        new = self._group(params, params["run_group_id"]) - set(params["known_runs"])
-        return min(new) if new else None
-
-    def verify(self, params: Json, external_id: str) -> Outcome:
-        run = self._runs(params).get(params["resource_group"], params["factory"], external_id)
-        return pipeline_outcome(run.status, run.message)
-
     def _client(self, params: Json) -> Any:
         return self._client_for(str(params["subscription_id"]))
 
-    def _runs(self, params: Json) -> Any:
-        return self._client(params).pipeline_runs
+    def _run(self, params: Json, run_id: str) -> Any:
+        return self._client(params).pipeline_runs.get(params["resource_group"], params["factory"], run_id)
 
     def _group(self, params: Json, group: str) -> set[str]:
-        answer = self._runs(params).query_by_factory(params["resource_group"], params["factory"], group_filter(group))
+        answer = self._client(params).pipeline_runs.query_by_factory(params["resource_group"], params["factory"],
+                                                                     group_filter(group))
         return {str(run.run_id) for run in answer.value or []}
 
 

@@ -6,13 +6,11 @@ The Synapse data plane (2020-12-01) has no startFromFailure: the failed activity
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from poller.models import Failure
-from poller.remediation.actions.adf import group_filter, pipeline_outcome
-from poller.remediation.actions.base import Json, NotApplicable, Outcome
+from poller.remediation.actions.adf import RecoveryRerun, group_filter
+from poller.remediation.actions.base import Json, NotApplicable
 from poller.remediation.config import PolicyConfig, RemediationConfig, SynapseTargetConfig
 
 
@@ -32,11 +30,8 @@ class SynapseClients:
         return self._clients[workspace]
 
 
-class SynapseRerunAction:
+class SynapseRerunAction(RecoveryRerun):
     name = "synapse_rerun"
-
-    def __init__(self, client_for: Callable[[str], Any]) -> None:
-        self._client_for = client_for
 
     def plan(self, failure: Failure, policy: PolicyConfig, config: RemediationConfig) -> Json:
         workspace = failure.metadata.get("workspace") or failure.resource_id.rstrip("/").rsplit("/", 1)[-1]
@@ -45,11 +40,6 @@ class SynapseRerunAction:
         return {"workspace": str(workspace), "pipeline": str(failure.metadata.get("pipeline_name") or failure.resource),
                 "reference_run_id": failure.run_id, "start_activity": failure.metadata.get("activity_name")}
 
-    def prepare(self, params: Json, now: datetime) -> Json:
-        reference = self._client(params).pipeline_run.get_pipeline_run(params["reference_run_id"])
-        group = reference.run_group_id or params["reference_run_id"]
-        return {**params, "run_group_id": group, "known_runs": sorted(self._group(params, group))}
-
     def perform(self, params: Json, key: str) -> str:
         response = self._client(params).pipeline.create_pipeline_run(
             params["pipeline"], reference_pipeline_run_id=params["reference_run_id"], is_recovery=True,
@@ -57,16 +47,11 @@ class SynapseRerunAction:
         )
         return str(response.run_id)
 
-    def reconcile(self, params: Json, key: str) -> str | None:
-        new = self._group(params, params["run_group_id"]) - set(params["known_runs"])
-        return min(new) if new else None
-
-    def verify(self, params: Json, external_id: str) -> Outcome:
-        run = self._client(params).pipeline_run.get_pipeline_run(external_id)
-        return pipeline_outcome(run.status, run.message)
-
     def _client(self, params: Json) -> Any:
         return self._client_for(str(params["workspace"]))
+
+    def _run(self, params: Json, run_id: str) -> Any:
+        return self._client(params).pipeline_run.get_pipeline_run(run_id)
 
     def _group(self, params: Json, group: str) -> set[str]:
         from azure.synapse.artifacts import models
