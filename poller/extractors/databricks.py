@@ -251,14 +251,19 @@ def extract_webhook(
     )]
 
 
-def _bundle(payload: Mapping[str, Any]) -> list[Failure]:
+def extract_bundle(payload: Mapping[str, Any]) -> list[Failure]:
+    """A run with the get-output objects of its failed tasks by task run id (``{"run", "outputs", "host"}``): what
+    the Databricks source keeps for each run, and what a saved one reads back as."""
+    run = payload.get("run")
+    if not isinstance(run, Mapping):
+        raise ExtractError("a run record holds no run (runs/get JSON)")
     outputs: dict[int, Mapping[str, Any]] = {}
     for name, output in mapping_at(payload, "outputs").items():
         run_id = parse_id(name)
         if run_id is None or not isinstance(output, Mapping):
             raise ExtractError(f"bundle outputs must map task run ids to get-output objects ({name!r:.40})")
         outputs[run_id] = output
-    return extract_run(payload["run"], outputs, host=text(payload, "host"))
+    return extract_run(run, outputs, host=text(payload, "host"))
 
 
 def _each(name: str, handler: Handler) -> Handler:
@@ -358,7 +363,7 @@ def _library_fields(library: Mapping[str, Any]) -> dict[str, Any]:
 #: What each shape is read with.
 HANDLERS: dict[str, Handler] = {
     "webhook": extract_webhook,
-    "bundle": _bundle,
+    "bundle": extract_bundle,
     "statuses": _each("statuses", extract_library_statuses),
     "cluster_statuses": extract_library_statuses,
     "events": _events,
@@ -373,6 +378,7 @@ HANDLERS: dict[str, Handler] = {
 __all__ = [
     "HANDLERS",
     "SHAPES",
+    "extract_bundle",
     "extract_cluster_events",
     "extract_cluster_state",
     "extract_library_statuses",

@@ -53,10 +53,10 @@ from poller.config import DatabricksSourceConfig
 from poller.errors import ExtractError
 from poller.extractors.databricks import (
     LIBRARY_STATUS_IS_FAILURE,
+    extract_bundle,
     extract_cluster_events,
     extract_cluster_state,
     extract_library_statuses,
-    extract_run,
 )
 from poller.extractors.databricks_clusters import TERMINATED_STATES
 from poller.extractors.databricks_jobs import UNSETTLED_LIFE_CYCLE_STATES, library_display, mapping_at, parse_id, text
@@ -80,19 +80,6 @@ def ms(moment: datetime) -> int:
 
 
 # -- records and their extraction (pure) ----------------------------------------------------------------------
-
-
-def run_failures(record: Mapping[str, Any]) -> list[Failure]:
-    outputs: dict[int, Mapping[str, Any]] = {}
-    for name, output in mapping_at(record, "outputs").items():
-        task_run_id = parse_id(name)
-        if task_run_id is None or not isinstance(output, Mapping):
-            raise ExtractError(f"record outputs must map task run ids to get-output objects ({name!r:.40})")
-        outputs[task_run_id] = output
-    run = record.get("run")
-    if not isinstance(run, Mapping):
-        raise ExtractError("a run record holds no run (runs/get JSON)")
-    return extract_run(run, outputs, host=text(record, "host"))
 
 
 def cluster_failures(record: Mapping[str, Any]) -> list[Failure]:
@@ -122,7 +109,7 @@ def library_failures(record: Mapping[str, Any]) -> list[Failure]:
 
 #: Record kind → the rules that read it.
 RECORD_RULES: dict[str, Callable[[Mapping[str, Any]], list[Failure]]] = {
-    "run": run_failures,
+    "run": extract_bundle,
     "cluster": cluster_failures,
     "library": library_failures,
 }
