@@ -253,6 +253,15 @@ def synapse_harness(tmp_path: Path, la: LogAnalyticsEmulator, syn: SynapseEmulat
                    synapse_retries=0, synapse_timeout="5s", settle="1m", overlap="5m")
 
 
+def harness_with_synapse_down(tmp_path: Path, la: LogAnalyticsEmulator, syn: SynapseEmulator,
+                              clock: Clock) -> Harness:
+    """The demo's Synapse rows in Log Analytics, the workspace's pipeline-run API unreachable."""
+    clock.now = START_A + timedelta(minutes=40)
+    load_synapse(la, syn, clock)
+    syn.stop()
+    return synapse_harness(tmp_path, la, syn, clock)
+
+
 def test_synapse_error_text_is_fetched_from_the_workspace_api(
     tmp_path: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulator, clock: Clock
 ) -> None:
@@ -280,10 +289,7 @@ def test_synapse_error_text_is_fetched_from_the_workspace_api(
 def test_synapse_endpoint_down_lands_pending_and_a_later_poll_fetches_it(
     tmp_path: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulator, clock: Clock
 ) -> None:
-    clock.now = START_A + timedelta(minutes=40)
-    load_synapse(la, synapse, clock)
-    synapse.stop()
-    h = synapse_harness(tmp_path, la, synapse, clock)
+    h = harness_with_synapse_down(tmp_path, la, synapse, clock)
     result = h.tick()
     assert result.ok and result.added == 2
     assert any("pending" in warning and "cannot reach" in warning for warning in result.warnings)
@@ -305,10 +311,7 @@ def test_synapse_endpoint_down_lands_pending_and_a_later_poll_fetches_it(
 def test_an_enriched_failure_replaces_the_stored_pending_one(
     tmp_path: Path, la: LogAnalyticsEmulator, synapse: SynapseEmulator, clock: Clock
 ) -> None:
-    clock.now = START_A + timedelta(minutes=40)
-    load_synapse(la, synapse, clock)
-    synapse.stop()
-    h = synapse_harness(tmp_path, la, synapse, clock)
+    h = harness_with_synapse_down(tmp_path, la, synapse, clock)
     h.tick()
     synapse.start()
     clock.advance(minutes=30)
