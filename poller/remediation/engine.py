@@ -255,16 +255,16 @@ class RemediationEngine:
         with store.session() as session:
             pending = [(a.id, a.action, a.params_json, a.idempotency_key, a.sent_at)
                        for a in session.scalars(select(Attempt).where(col(Attempt.status) == "intent")).all()]
-        timeout = self.config.verify_timeout
         for attempt_id, name, params_json, key, sent_at in pending:
             action, params, started = self.actions[name], json.loads(params_json), time.monotonic()
             try:
                 found = action.reconcile(params, key)
             except Exception as exc:  # unknown whether the call landed: never call again blind; ask next pass
                 log.warning("remediation.reconcile_failed", extra={"attempt": attempt_id, "error": str(exc)[:300]})
-                if timeout and sent_at is not None and now - sent_at > timeout:
-                    self._give_up(store, int(attempt_id or 0), now, f"could not tell within verify_timeout {timeout} "
-                                  f"whether the call landed (last error: {str(exc)[:300]}); not retried")
+                if self._overdue(sent_at, now):  # a retry could act twice: the incident goes back to people
+                    reason = (f"could not tell within verify_timeout {self.config.verify_timeout} whether the call "
+                              f"landed (last error: {str(exc)[:300]}); not retried")
+                    self._record_failure(store, int(attempt_id or 0), reason, now, None, retry=False)
                 continue
             with store.session() as session:
                 attempt = session.get(Attempt, attempt_id)
@@ -276,26 +276,16 @@ class RemediationEngine:
             if found is None:
                 self._perform(store, action, int(attempt_id or 0), params, now, started)
 
-    def _give_up(self, store: Store, attempt_id: int, now: datetime, reason: str) -> None:
-        """An intent whose fate stays unknown: a retry could act twice, so the incident goes back to people."""
-        with store.session() as session:
-            attempt = session.get(Attempt, attempt_id)
-            assert attempt is not None
-            attempt.status, attempt.message, attempt.finished_at = "failed", reason, now
-            audit(session, now, "failed", attempt=attempt, detail={"message": reason})
-            self._trip(session, now)
-            self._escalate(session, attempt, now, reason)
-
     def _verify(self, store: Store, now: datetime) -> int:
         with store.session() as session:
             sent = [(a.id, a.action, a.params_json, a.external_id, a.sent_at)
                     for a in session.scalars(select(Attempt).where(col(Attempt.status) == "sent")).all()]
         resolved = 0
-        timeout = self.config.verify_timeout
         for attempt_id, name, params_json, external_id, sent_at in sent:
             outcome = self._outcome(int(attempt_id or 0), self.actions[name], json.loads(params_json), str(external_id))
-            if outcome.verdict == "running" and timeout and sent_at is not None and now - sent_at > timeout:
-                message = f"no outcome within verify_timeout {timeout} of the call; last seen: {outcome.message}"
+            if outcome.verdict == "running" and self._overdue(sent_at, now):
+                message = (f"no outcome within verify_timeout {self.config.verify_timeout} of the call; "
+                           f"last seen: {outcome.message}")
                 self._record_failure(store, int(attempt_id or 0), message, now, None)
             elif outcome.verdict == "succeeded":
                 with store.session() as session:
@@ -325,8 +315,13 @@ class RemediationEngine:
         audit(session, now, "succeeded", attempt=attempt,
               detail={"external_id": attempt.external_id, "message": message, "mttr_seconds": mttr})
 
+    def _overdue(self, sent_at: datetime | None, now: datetime) -> bool:
+        """Whether a call made at `sent_at` is past `verify_timeout` (0: never)."""
+        timeout = self.config.verify_timeout
+        return bool(timeout) and sent_at is not None and now - sent_at > timeout
+
     def _record_failure(self, store: Store, attempt_id: int, message: str, now: datetime,
-                        seconds: float | None) -> None:
+                        seconds: float | None, *, retry: bool = True) -> None:
         with store.session() as session:
             attempt = session.get(Attempt, attempt_id)
             assert attempt is not None
@@ -334,7 +329,7 @@ class RemediationEngine:
             audit(session, now, "failed", attempt=attempt, detail={"message": message[:2000]}, seconds=seconds)
             self._trip(session, now)
             policy = next((p for p in self.policies if p.name == attempt.policy), None)
-            if policy is not None and attempt.attempt < policy.max_attempts:
+            if retry and policy is not None and attempt.attempt < policy.max_attempts:
                 self._schedule_retry(session, attempt, policy, now)
             else:
                 self._escalate(session, attempt, now, f"{attempt.attempt} attempt(s) failed; last: {message[:500]}")
