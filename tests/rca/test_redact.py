@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from typing import Any
 
 import pytest
@@ -158,12 +157,7 @@ MESSAGES = [
 ]
 
 
-def test_performance_smoke_clean_messages() -> None:
-    messages = [f"{MESSAGES[i % len(MESSAGES)]} #{i}" for i in range(20_000)]
-    best = 0.0
-    for _ in range(3):  # best of three: a busy machine should not fail the suite
-        started = time.perf_counter()
-        for message in messages:
-            redact_text(message)
-        best = max(best, len(messages) / (time.perf_counter() - started))
-    assert best >= 50_000, f"{best:,.0f} clean messages/s"
+def test_clean_messages_come_back_as_the_same_object() -> None:
+    """The common case costs one pre-check and no copy (its speed is measured in bench/redact.py)."""
+    for message in MESSAGES:
+        assert redact_text(message) is message
