@@ -22,13 +22,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from poller.emulators.serving import ServedEmulator
-from poller.emulators.tls import ThrowawayCA
+from poller.emulators.serving import RecordedRequest, RequestLog, ServedEmulator
+from poller.emulators.tls import EmulatorHandler, ThrowawayCA, TlsThreadingServer
 
 API_VERSION = "2018-06-01"
 Json = dict[str, Any]
@@ -38,15 +37,6 @@ _CREATE = re.compile(_FACTORY + r"/pipelines/(?P<pipeline>[^/]+)/createRun/?$", 
 _GET = re.compile(_FACTORY + r"/pipelineruns/(?P<run>[^/]+)/?$", re.I)
 _QUERY = re.compile(_FACTORY + r"/queryPipelineRuns/?$", re.I)
 _FILTERS = {"PipelineName": "pipelineName", "Status": "status", "RunGroupId": "runGroupId"}
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
-    status: int
 
 
 @dataclass
@@ -133,30 +123,29 @@ class AdfManagementEmulator(PipelineRunBook, ServedEmulator):
         super().__init__()
         self.token = token
         self.ca = ca or ThrowawayCA(directory)
-        self.requests: list[RecordedRequest] = []
+        self._log = RequestLog[RecordedRequest]()
 
     @property
     def ca_path(self) -> Path:
         return self.ca.ca_path
 
-    def _make_server(self) -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.socket = self.ca.server_context().wrap_socket(server.socket, server_side=True)
-        server.emulator = self  # type: ignore[attr-defined]
-        return server
+    def _make_server(self) -> TlsThreadingServer[AdfManagementEmulator]:
+        return TlsThreadingServer(("127.0.0.1", 0), _Handler, self, self.ca.server_context())
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._log.snapshot()
 
     def count(self, path_part: str | None = None, method: str | None = None) -> int:
-        with self.lock:
-            return sum(1 for r in self.requests if (path_part is None or path_part.lower() in r.path.lower())
-                       and (method is None or r.method == method))
+        return sum(1 for r in self._log.snapshot() if (path_part is None or path_part.lower() in r.path.lower())
+                   and (method is None or r.method == method))
 
     def serve(self, method: str, target: str, authorization: str | None, raw: bytes) -> tuple[int, Json]:
         parts = urlsplit(target)
         path, query = unquote(parts.path), parse_qs(parts.query)
         body = json.loads(raw) if raw.strip() else None
         status, answer = self._answer(method, path, {k: v[0] for k, v in query.items()}, authorization, body)
-        with self.lock:
-            self.requests.append(RecordedRequest(method, path, query, body, status))
+        self._log.append(RecordedRequest(method, path, query, body, status))
         return status, answer
 
     def _answer(self, method: str, path: str, query: dict[str, str], authorization: str | None,
@@ -185,26 +174,13 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(EmulatorHandler):
+    server: TlsThreadingServer[AdfManagementEmulator]
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+    def _dispatch(self) -> None:
+        headers, raw = self.read_request()
+        status, answer = self.server.emulator.serve(self.command, self.path, headers.get("authorization"), raw)
+        self.send_reply(status, [("Content-Type", "application/json; charset=utf-8"),
+                                 ("x-ms-request-id", str(uuid.uuid4()))], json.dumps(answer).encode())
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        emulator: AdfManagementEmulator = self.server.emulator  # type: ignore[attr-defined]
-        status, answer = emulator.serve(method, self.path, self.headers.get("Authorization"), raw)
-        payload = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    do_GET = do_POST = _dispatch

@@ -2,22 +2,20 @@
 
 A `Fault` is served to the next request(s) instead of (or, with ``after=True``, after) the real handling, so a
 test can make the remote create happen and then hold or drop the answer — the crash window of a sink.
-`down = True` answers 503 to everything until it is set back.
+`down = True` answers 503 to everything until it is set back. `AnswerHandler`, which sends an `Answer` (its delay
+and disconnect included), also serves the OpenAI emulator.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import threading
-from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from poller.emulators.serving import ServedEmulator
-from poller.emulators.tls import ThrowawayCA, TlsThreadingServer
+from poller.emulators.serving import RequestLog, ScriptQueue, ServedEmulator
+from poller.emulators.tls import EmulatorHandler, ThrowawayCA, TlsThreadingServer
 
 
 @dataclass(frozen=True)
@@ -62,22 +60,22 @@ class HttpEmulator(ServedEmulator):
         self.down = False
         self._tls, self._ca = tls, ca
         self._lock = threading.Lock()
-        self._faults: deque[list[Any]] = deque()
-        self._log: list[LoggedRequest] = []
+        self._faults = ScriptQueue[Fault]()
+        self._log = RequestLog[LoggedRequest]()
 
-    def _make_server(self) -> _Server:
+    def _make_server(self) -> TlsThreadingServer[HttpEmulator]:
         context = (self._ca.server_context() if self._ca else None) if self._tls else None
-        return _Server(("127.0.0.1", 0), self, context)
+        return TlsThreadingServer(("127.0.0.1", 0), _Handler, self, context)
 
     def fail(self, *faults: Fault) -> None:
         """Queue faults for the next requests, in order."""
         with self._lock:
-            self._faults.extend([f, f.times] for f in faults)
+            for fault in faults:
+                self._faults.push(fault, fault.times)
 
     @property
     def requests(self) -> list[LoggedRequest]:
-        with self._lock:
-            return list(self._log)
+        return self._log.snapshot()
 
     def route(self, request: LoggedRequest) -> Answer:
         raise NotImplementedError
@@ -100,16 +98,7 @@ class HttpEmulator(ServedEmulator):
         return answer
 
     def _next_fault(self, request: LoggedRequest) -> Fault | None:
-        if not self._faults:
-            return None
-        entry = self._faults[0]
-        if entry[0].method not in (None, request.method) or (entry[0].path or "") not in request.path:
-            return None
-        entry[1] -= 1
-        if entry[1] <= 0:
-            self._faults.popleft()
-        fault: Fault = entry[0]
-        return fault
+        return self._faults.take(lambda f: f.method in (None, request.method) and (f.path or "") in request.path)
 
 
 def json_body(request: LoggedRequest) -> Any:
@@ -120,31 +109,24 @@ def json_body(request: LoggedRequest) -> Any:
         return None
 
 
-class _Server(TlsThreadingServer):
-    def __init__(self, address: tuple[str, int], emulator: HttpEmulator, tls: ssl.SSLContext | None) -> None:
-        self.emulator = emulator
-        super().__init__(address, _Handler, tls)
+class Answering(Protocol):
+    """What `AnswerHandler` serves: a `ServedEmulator` whose `handle` answers one request."""
+
+    _stopping: threading.Event
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: str) -> Answer: ...
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class AnswerHandler(EmulatorHandler):
+    """Sends the emulator's `Answer` after its delay; a disconnect, or `stop` during the delay, sends nothing."""
+
     timeout = 30
-    server: _Server
+    server: TlsThreadingServer[Answering]
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:  # the log is `requests`, not stderr
-        pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
-        headers = {name.lower(): value for name, value in self.headers.items()}
+    def serve(self) -> None:
+        headers, body = self.read_request()
         emulator = self.server.emulator
-        answer = emulator.handle(self.command, self.path, headers, body)
+        answer = emulator.handle(self.command, self.path, headers, body.decode("utf-8", errors="replace"))
         if answer.delay and emulator._stopping.wait(answer.delay):
             answer.disconnect = True
         if answer.disconnect:
@@ -156,12 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload, kind = answer.body.encode(), "text/plain"
         else:
             payload, kind = json.dumps(answer.body).encode(), "application/json"
-        try:
-            self.send_response(answer.status)
-            for name, value in {"content-type": kind, **answer.headers}.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            self.close_connection = True
+        self.send_reply(answer.status, {"content-type": kind, **answer.headers}.items(), payload)
+
+
+class _Handler(AnswerHandler):
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = AnswerHandler.serve

@@ -22,16 +22,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from poller.emulators.serving import ServedEmulator
+from poller.emulators.http_base import Answer, AnswerHandler
+from poller.emulators.serving import RequestLog, ScriptQueue, ServedEmulator
 from poller.emulators.tls import ThrowawayCA, TlsThreadingServer
 
 DEFAULT_API_KEY = "sk-emulator-0123456789"
@@ -174,25 +173,16 @@ class LoggedRequest:
         return messages if isinstance(messages, list) else []
 
 
-@dataclass
-class _Outcome:
-    status: int
-    payload: dict[str, Any] | None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    disconnect: bool = False
-
-
 def _error_body(status: int, type_: str | None, param: str | None, code: str | None,
-                message: str) -> _Outcome:
-    return _Outcome(status, {"error": {"message": message, "type": type_, "param": param, "code": code}})
+                message: str) -> Answer:
+    return Answer(status, {"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
-def _error(name: str) -> _Outcome:
+def _error(name: str) -> Answer:
     return _error_body(*_ERRORS[name])
 
 
-def _scripted_error(reply: Reply, flavour: str) -> _Outcome:
+def _scripted_error(reply: Reply, flavour: str) -> Answer:
     """The service's error body for a scripted status, with the reply's message and code when it has them."""
     name = f"{flavour}_429" if reply.status == 429 else str(reply.status)
     kind = "server_error" if reply.status >= 500 else _INVALID
@@ -233,7 +223,7 @@ def _message_text(message: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _validate_chat(body: Any, flavour: str) -> _Outcome | None:
+def _validate_chat(body: Any, flavour: str) -> Answer | None:
     """The 400 the service gives a malformed chat request, or None."""
     if not isinstance(body, dict):
         return _error("bad_json")
@@ -274,12 +264,12 @@ class OpenAIEmulator(ServedEmulator):
         self._tls = tls
         self._ca = ca
         self._lock = threading.Lock()
-        self._script: deque[list[Any]] = deque()  # [Reply, remaining times]
-        self._log: list[LoggedRequest] = []
+        self._script = ScriptQueue[Reply]()
+        self._log = RequestLog[LoggedRequest]()
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
 
-    def _make_server(self) -> _Server:
-        return _Server(("127.0.0.1", self._port), self, self._tls_context() if self._tls else None)
+    def _make_server(self) -> TlsThreadingServer[OpenAIEmulator]:
+        return TlsThreadingServer(("127.0.0.1", self._port), _Handler, self, self._tls_context() if self._tls else None)
 
     def stop(self) -> None:
         """Stop serving; delayed replies still pending are abandoned. Safe to call twice."""
@@ -290,21 +280,18 @@ class OpenAIEmulator(ServedEmulator):
 
     def script(self, *answers: str | Reply) -> None:
         """Queue answers, served first in, first out, before the responder is asked."""
-        with self._lock:
-            for answer in answers:
-                reply = answer if isinstance(answer, Reply) else Reply(content=answer)
-                self._script.append([reply, reply.times])
+        for answer in answers:
+            reply = answer if isinstance(answer, Reply) else Reply(content=answer)
+            self._script.push(reply, reply.times)
 
     @property
     def requests(self) -> list[LoggedRequest]:
         """A snapshot of the request log, oldest first."""
-        with self._lock:
-            return list(self._log)
+        return self._log.snapshot()
 
     def count(self) -> int:
         """How many requests arrived (rejected ones included)."""
-        with self._lock:
-            return len(self._log)
+        return len(self._log.snapshot())
 
     def reset(self) -> None:
         """Forget the log and the script, and restore the default responder."""
@@ -321,13 +308,10 @@ class OpenAIEmulator(ServedEmulator):
         return self._ca.server_context()
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
+        scripted = self._script.take()
+        if scripted is not None:
+            return scripted
         with self._lock:
-            if self._script:
-                entry = self._script[0]
-                entry[1] -= 1
-                if entry[1] <= 0:
-                    self._script.popleft()
-                return cast(Reply, entry[0])
             responder = self.responder
         try:
             answer = responder(body)
@@ -335,7 +319,7 @@ class OpenAIEmulator(ServedEmulator):
             return Reply(status=500, error_message=f"emulator responder failed: {exc!r}")
         return answer if isinstance(answer, Reply) else Reply(content=answer)
 
-    def _handle(self, method: str, target: str, headers: Mapping[str, str], body_text: str) -> _Outcome:
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body_text: str) -> Answer:
         """Answer one request and log it; used by the HTTP handler."""
         parts = urlsplit(target)
         path, query = unquote(parts.path), dict(parse_qsl(parts.query))
@@ -352,12 +336,11 @@ class OpenAIEmulator(ServedEmulator):
                   for k, v in headers.items()}
         entry = LoggedRequest(method, path, query, masked, any(k in headers for k in _AUTH_HEADERS), body,
                               body_text, time.time(), status, flavour, deployment)
-        with self._lock:
-            self._log.append(entry)
+        self._log.append(entry)
         return outcome
 
     def _route(self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str], body: Any,
-               flavour: str, deployment: str | None) -> _Outcome:
+               flavour: str, deployment: str | None) -> Answer:
         chat = path == "/v1/chat/completions" or deployment is not None
         if not ((method == "POST" and chat) or (method == "GET" and path in _MODELS_PATHS)):
             return _error_body(404, _INVALID, None, None, f"Invalid URL ({method} {path})")
@@ -369,7 +352,7 @@ class OpenAIEmulator(ServedEmulator):
         if not chat:
             models = [{"id": name, "object": "model", "created": 0, "owned_by": "system"}
                       for name in sorted(self.deployments)]
-            return _Outcome(200, {"object": "list", "data": models})
+            return Answer(200, {"object": "list", "data": models})
         if deployment is not None and deployment not in self.deployments:
             return _error("azure_no_deployment")
         invalid = _validate_chat(body, flavour)
@@ -377,7 +360,7 @@ class OpenAIEmulator(ServedEmulator):
             return invalid
         return self._answer(self._next_reply(body), body, flavour, deployment)
 
-    def _check_auth(self, headers: Mapping[str, str], flavour: str) -> _Outcome | None:
+    def _check_auth(self, headers: Mapping[str, str], flavour: str) -> Answer | None:
         authorization = headers.get("authorization")
         if flavour == "openai":
             if authorization == f"Bearer {self.api_key}":
@@ -389,11 +372,11 @@ class OpenAIEmulator(ServedEmulator):
             return None
         return _error("azure_bad_token" if authorization else "azure_no_key")
 
-    def _answer(self, reply: Reply, body: dict[str, Any], flavour: str, deployment: str | None) -> _Outcome:
+    def _answer(self, reply: Reply, body: dict[str, Any], flavour: str, deployment: str | None) -> Answer:
         if reply.status >= 400:
             outcome = _scripted_error(reply, flavour)
         else:
-            outcome = _Outcome(reply.status, self._completion(reply, body, flavour, deployment))
+            outcome = Answer(reply.status, self._completion(reply, body, flavour, deployment))
         outcome.headers = {"x-request-id": f"req_{uuid.uuid4().hex}", **reply.headers}
         if reply.retry_after is not None:
             outcome.headers["retry-after"] = str(reply.retry_after)
@@ -438,48 +421,8 @@ class OpenAIEmulator(ServedEmulator):
         return result
 
 
-class _Server(TlsThreadingServer):
-    def __init__(self, address: tuple[str, int], emulator: OpenAIEmulator,
-                 tls_context: ssl.SSLContext | None) -> None:
-        self.emulator = emulator
-        super().__init__(address, _Handler, tls_context)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 30
-    server: _Server
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:  # the log is `requests`, not stderr
-        pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body_text = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        emulator = self.server.emulator
-        outcome = emulator._handle(self.command, self.path, headers, body_text)
-        if outcome.delay and emulator._stopping.wait(outcome.delay):
-            outcome.disconnect = True
-        if outcome.disconnect:
-            self.close_connection = True
-            return
-        payload = json.dumps(outcome.payload).encode()
-        try:
-            self.send_response(outcome.status)
-            for name, value in {**outcome.headers, "content-type": "application/json"}.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:  # the client gave up (its timeout) before the answer came
-            self.close_connection = True
+class _Handler(AnswerHandler):
+    do_GET = do_POST = AnswerHandler.serve
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,15 +1,22 @@
 """The lifecycle every emulator shares: serve its HTTP server from a daemon thread, stop it, say where it is.
 
 An emulator subclasses `ServedEmulator` and implements `_make_server`; `start`, `stop`, `close`, `url` and the
-context manager come from here.
+context manager come from here, as do the request log each keeps (`RequestLog`; `RecordedRequest` is the entry
+of those that log nothing more) and its queue of scripted faults or replies (`ScriptQueue`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from types import TracebackType
-from typing import Self
+from typing import Any, Generic, Self, TypeVar
+
+Entry = TypeVar("Entry")
 
 _NOT_SERVING = threading.Event()
 _NOT_SERVING.set()
@@ -71,3 +78,68 @@ class ServedEmulator:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class RequestLog(Generic[Entry]):
+    """Entries appended from the HTTP threads, read as snapshots, oldest first; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[Entry] = []
+
+    def append(self, entry: Entry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def snapshot(self) -> list[Entry]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class ScriptQueue(Generic[Entry]):
+    """Scripted faults or replies, first in first out, each taken `times` times; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Entry, int]] = deque()
+
+    def push(self, entry: Entry, times: int) -> None:
+        with self._lock:
+            self._queue.append((entry, times))
+
+    def take(self, meets: Callable[[Entry], bool] | None = None) -> Entry | None:
+        """The first entry, one of its times used up; None when there is none or `meets` turns it down."""
+        with self._lock:
+            if not self._queue or (meets is not None and not meets(self._queue[0][0])):
+                return None
+            entry, times = self._queue[0]
+            if times > 1:
+                self._queue[0] = (entry, times - 1)
+            else:
+                self._queue.popleft()
+            return entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+
+    def pending(self) -> int:
+        """The times left, summed over the entries."""
+        with self._lock:
+            return sum(times for _, times in self._queue)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the emulator saw and answered it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]  # as parse_qs gives it: repeated keys (filter_by.cluster_states) stay lists
+    body: Any  # the parsed JSON body; None when there was none (or, for Databricks, not an object)
+    status: int
+    time: float = field(default_factory=time.time)  # time.time() when it arrived

@@ -32,21 +32,20 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import threading
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from poller.emulators.adf_management import PipelineRunBook
-from poller.emulators.serving import ServedEmulator
-from poller.emulators.tls import ThrowawayCA
+from poller.emulators.serving import RequestLog, ScriptQueue, ServedEmulator
+from poller.emulators.tls import EmulatorHandler, ThrowawayCA, TlsThreadingServer
 
 API_VERSION = "2020-12-01"
 DEMO_DATA = Path(__file__).parent / "data" / "synapse_demo" / "activity_runs.json"
@@ -98,8 +97,8 @@ class SynapseEmulator(ServedEmulator):
         self._scratch = tempfile.TemporaryDirectory(prefix="synapse-emulator-")
         self._ca = ca or ThrowawayCA(Path(self._scratch.name))
         self._runs: list[Json] = []
-        self._faults: deque[list[Any]] = deque()
-        self._log: list[RecordedRequest] = []
+        self._faults = ScriptQueue[tuple[int, int | None]]()  # (status, Retry-After)
+        self._log = RequestLog[RecordedRequest]()
         self._lock = threading.Lock()
         self.pipeline_runs = PipelineRunBook()  # createRun / getPipelineRun / queryPipelineRuns (reruns)
         self.add_activity_runs(runs)
@@ -107,7 +106,7 @@ class SynapseEmulator(ServedEmulator):
     # lifecycle (start, stop, `with`: ServedEmulator); `stop` closes the port, `start` opens the same one again
 
     def _make_server(self) -> _Server:
-        server = _Server(self._address, self, self._ca)
+        server = _Server(self._address, self, self._ca.server_context())
         host, port = server.server_address[:2]
         self._address = (str(host), port)  # a restart keeps the port the clients know
         return server
@@ -143,17 +142,14 @@ class SynapseEmulator(ServedEmulator):
                         run[key] = _iso(_parse(run[key]) + delta)
 
     def inject(self, status: int, *, times: int = 1, retry_after: int | None = None) -> None:
-        with self._lock:
-            self._faults.append([status, retry_after, times])
+        self._faults.push((status, retry_after), times)
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._log)
+        return self._log.snapshot()
 
     def reset_requests(self) -> None:
-        with self._lock:
-            self._log.clear()
+        self._log.clear()
 
     # serving
 
@@ -164,8 +160,7 @@ class SynapseEmulator(ServedEmulator):
         parsed = _json_body(body)
         reply = self._pipeline_reply(method, url.path, parse_qs(url.query), headers, parsed) \
             or self._reply(method, url.path, version, headers, parsed)
-        with self._lock:
-            self._log.append(RecordedRequest(method, url.path, version, parsed, reply.status))
+        self._log.append(RecordedRequest(method, url.path, version, parsed, reply.status))
         return reply
 
     def _reply(self, method: str, path: str, version: str | None, headers: dict[str, str], body: Json | None) -> _Reply:
@@ -216,14 +211,10 @@ class SynapseEmulator(ServedEmulator):
         return _Reply(200, {"value": page, "continuationToken": token})
 
     def _take_fault(self) -> _Reply | None:
-        with self._lock:
-            if not self._faults:
-                return None
-            fault = self._faults[0]
-            fault[2] -= 1
-            if fault[2] == 0:
-                self._faults.popleft()
-        status, retry_after = fault[0], fault[1]
+        fault = self._faults.take()
+        if fault is None:
+            return None
+        status, retry_after = fault
         headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
         return _error(status, f"Injected fault: HTTP {status}", headers)
 
@@ -281,17 +272,11 @@ def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ())
     return _Reply(status, {"error": {"code": _STATUS_CODES.get(status, "Error"), "message": message}}, headers)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], emulator: SynapseEmulator, ca: ThrowawayCA) -> None:
+class _Server(TlsThreadingServer[SynapseEmulator]):
+    def __init__(self, address: tuple[str, int], emulator: SynapseEmulator, tls: ssl.SSLContext) -> None:
         self._connections: set[socket.socket] = set()  # before binding: a failed bind calls server_close
         self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-        self.emulator = emulator
-        context = ca.server_context()
-        self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        super().__init__(address, _Handler, emulator, tls)
 
     def track(self, connection: socket.socket, open_: bool) -> None:
         with self._connections_lock:
@@ -308,13 +293,8 @@ class _Server(ThreadingHTTPServer):
         super().server_close()
         self.drop_connections()  # kept-alive connections too: a stopped endpoint answers nothing
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(EmulatorHandler):
     server: _Server
 
     def setup(self) -> None:
@@ -325,31 +305,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.track(self.connection, False)
         super().finish()
 
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
     def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
+        headers, body = self.read_request()
         reply = self.server.emulator.serve(self.command, self.path, headers, body)
-        payload = json.dumps(reply.body).encode()
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            self.close_connection = True
+        self.send_reply(reply.status, (("Content-Type", "application/json; charset=utf-8"), *reply.headers),
+                        json.dumps(reply.body).encode())
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    do_GET = do_POST = _dispatch
 
 
 def main(argv: list[str] | None = None) -> int:
