@@ -35,18 +35,15 @@ from typing import Any
 
 from poller.errors import ExtractError
 from poller.extractors.databricks_clusters import MESSAGE_CAP, extract_cluster_events, extract_cluster_state
-from poller.extractors.databricks_jobs import (
-    MESSAGE_ERROR_CODE,
+from poller.extractors.databricks_error_text import MESSAGE_ERROR_CODE, one_line, tail
+from poller.extractors.databricks_jobs import extract_output, extract_run
+from poller.extractors.databricks_json import (
     as_mapping,
     clean_metadata,
-    extract_output,
-    extract_run,
     library_display,
     mapping_at,
-    one_line,
     parse_id,
     required_id,
-    tail,
     text,
 )
 from poller.models import Failure, Kind, Service

@@ -22,14 +22,8 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from poller.errors import ExtractError
-from poller.extractors.databricks_jobs import (
-    as_mapping,
-    clean_metadata,
-    mapping_at,
-    one_line,
-    tail,
-    text,
-)
+from poller.extractors.databricks_error_text import one_line, tail
+from poller.extractors.databricks_json import as_mapping, clean_metadata, mapping_at, text
 from poller.models import Failure, Kind, Service
 
 

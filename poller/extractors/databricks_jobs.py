@@ -30,10 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 from poller.errors import ExtractError
 from poller.extractors.databricks_error_text import (
     LOGS_TAIL_CHARS,
-    MESSAGE_ERROR_CODE,
     TRACE_TAIL_CHARS,
     error_message,
-    exception_type,
     message_fields,
     one_line,
     tail,
@@ -50,10 +48,6 @@ from poller.extractors.databricks_json import (
     text,
 )
 from poller.extractors.databricks_run_states import (
-    RESULT_STATE_IS_FAILURE,
-    TERMINATION_CODE_IS_FAILURE,
-    TERMINATION_TYPE_IS_FAILURE,
-    UNSETTLED_LIFE_CYCLE_STATES,
     attempt_number,
     final_attempt,
     is_failed,
@@ -287,9 +281,4 @@ def _iso_ms(value: Any) -> str | None:
     return iso(moment) if moment else None
 
 
-__all__ = [
-    "MESSAGE_ERROR_CODE", "RESULT_STATE_IS_FAILURE", "TASK_TYPE_FIELDS", "TERMINATION_CODE_IS_FAILURE",
-    "TERMINATION_TYPE_IS_FAILURE", "TRACE_TAIL_CHARS", "UNSETTLED_LIFE_CYCLE_STATES", "as_mapping",
-    "clean_metadata", "exception_type", "extract_output", "extract_run", "is_failed", "library_display",
-    "mapping_at", "one_line", "parse_id", "required_id", "tail", "text",
-]
+__all__ = ["TASK_TYPE_FIELDS", "extract_output", "extract_run"]

@@ -59,7 +59,8 @@ from poller.extractors.databricks import (
     extract_library_statuses,
 )
 from poller.extractors.databricks_clusters import TERMINATED_STATES
-from poller.extractors.databricks_jobs import UNSETTLED_LIFE_CYCLE_STATES, library_display, mapping_at, parse_id, text
+from poller.extractors.databricks_json import library_display, mapping_at, parse_id, text
+from poller.extractors.databricks_run_states import UNSETTLED_LIFE_CYCLE_STATES
 from poller.models import Failure, Kind, iso
 from poller.sources.base import Poll, Window
 from poller.sources.databricks_client import DatabricksApi, Json

@@ -13,7 +13,7 @@ import pytest
 from databricks.sdk.service import compute, jobs
 
 from poller.errors import ExtractError
-from poller.extractors import databricks, databricks_clusters, databricks_jobs
+from poller.extractors import databricks, databricks_clusters, databricks_error_text, databricks_run_states
 from poller.extractors.databricks import (
     extract_cluster_events,
     extract_cluster_state,
@@ -137,7 +137,7 @@ def test_the_trace_keeps_its_last_8192_characters() -> None:
     kept = failure.metadata["error_trace"]
     assert kept.endswith("ValueError: end") and kept.startswith("…[truncated ")
     assert failure.metadata["error_trace_truncated"] is True
-    assert len(kept.split("\n", 1)[1]) == databricks_jobs.TRACE_TAIL_CHARS
+    assert len(kept.split("\n", 1)[1]) == databricks_error_text.TRACE_TAIL_CHARS
 
 
 @pytest.mark.parametrize(
@@ -158,11 +158,11 @@ def test_the_trace_keeps_its_last_8192_characters() -> None:
     ],
 )
 def test_exception_type(message: str, expected: str) -> None:
-    assert databricks_jobs.exception_type(message) == expected
+    assert databricks_error_text.exception_type(message) == expected
 
 
 def test_exception_type_from_the_trace_when_the_message_names_none() -> None:
-    assert databricks_jobs.exception_type("Workload failed", "Traceback\n  File x\nKeyError: 'k'\n") == "KeyError"
+    assert databricks_error_text.exception_type("Workload failed", "Traceback\n  File x\nKeyError: 'k'\n") == "KeyError"
 
 
 @pytest.mark.parametrize(
@@ -186,13 +186,13 @@ def test_exception_type_from_the_trace_when_the_message_names_none() -> None:
 )
 def test_is_failed(state: dict[str, str], details: dict[str, str], failed: bool) -> None:
     entry = {"state": state, "status": {"termination_details": details}}
-    assert databricks_jobs.is_failed(entry) is failed
+    assert databricks_run_states.is_failed(entry) is failed
 
 
 def test_the_tables_cover_every_sdk_enum_member() -> None:
-    assert {m.value for m in jobs.RunResultState} <= set(databricks_jobs.RESULT_STATE_IS_FAILURE)
-    assert {m.value for m in jobs.TerminationCodeCode} <= set(databricks_jobs.TERMINATION_CODE_IS_FAILURE)
-    assert {m.value for m in jobs.TerminationTypeType} <= set(databricks_jobs.TERMINATION_TYPE_IS_FAILURE)
+    assert {m.value for m in jobs.RunResultState} <= set(databricks_run_states.RESULT_STATE_IS_FAILURE)
+    assert {m.value for m in jobs.TerminationCodeCode} <= set(databricks_run_states.TERMINATION_CODE_IS_FAILURE)
+    assert {m.value for m in jobs.TerminationTypeType} <= set(databricks_run_states.TERMINATION_TYPE_IS_FAILURE)
     assert {m.value for m in compute.EventType} <= set(databricks_clusters.EVENT_TYPES)
     assert {m.value for m in compute.TerminationReasonType} <= set(databricks_clusters.REASON_TYPE_IS_FAILURE)
     assert {m.value for m in compute.LibraryInstallStatus} <= set(databricks.LIBRARY_STATUS_IS_FAILURE)
