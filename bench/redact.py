@@ -12,19 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from poller.rca.redact import redact_text
+from tests.rca.test_redact import MESSAGES as CLEAN  # the clean samples the tests check stay untouched
 
-CLEAN = [
-    "Failure happened on 'Source' side. ErrorCode=SqlOperationFailed,'Type=Microsoft.DataTransfer.Common.Shared."
-    "HybridDeliveryException,Message=A database operation failed with the following error: 'Invalid column name "
-    "'value'.',Source=,''Type=System.Data.SqlClient.SqlException,Message=Invalid column name 'value'.,SqlErrorNumber"
-    "=207,Class=16,ErrorCode=-2146232060,State=1'",
-    "org.apache.spark.SparkException: Job aborted due to stage failure: Task 3 in stage 12.0 failed 4 times, most "
-    "recent failure: Lost task 3.3 in stage 12.0 (TID 345) (10.139.64.5 executor 2): java.lang.OutOfMemoryError",
-    "Operation on target Copy data1 failed: The required Blob is missing. ContainerName: landing, path: landing/"
-    "orders/2026/01/02/orders.csv.",
-    "Exception while executing function: Functions.ProcessOrders Result: Failure Exception: System.TimeoutException:"
-    " The operation has timed out.",
-]
 SECRET = ("Copy failed: https://st.blob.core.windows.net/landing/x.csv?sv=2022-11-02&ss=b&srt=o&sp=r"
           "&se=2026-12-01T00:00:00Z&sig=AbCdEf0123456789%2Bw%3D Server=tcp:sql;User ID=etl;Password=S3cret!;")
 
