@@ -5,18 +5,21 @@ Run:  python bench/databricks_tick.py [--clusters 500] [--runs 2000] [--rps 10]
 The real databricks-sdk talks to the emulator over a socket; each tick is the pipeline's own `tick` (poll,
 extract, one SQLite commit). Requests are counted from the emulator's log (API calls only; the SDK's one
 `/.well-known` probe per client is left out). The source has the default config: interval 2m,
-cluster_interval 5m (clusters and libraries are swept on the first tick of a process, then on the first
-tick 5 minutes or more after the last sweep). Ticks, on the simulated clock:
+cluster_interval 5m, quiet_tick_requests 5 (the first tick of a process sweeps clusters and libraries whole;
+later sweeps begin 5 minutes or more after the last one began and read one clusters/list page, or the
+library statuses, per tick: what 5 requests leave after the jobs reads). Ticks, on the simulated clock:
 
-  cold         the first tick: 24 h initial lookback, every run since then listed (no memory yet); sweeps
-  quiet        2 minutes after a catch-up tick (which swept), nothing changed: no sweep due, jobs only
-  quiet+sweep  6 minutes after the catch-up tick (after another quiet tick at 4), nothing changed: sweep due
-  busy         5 minutes later (sweep due): 20 runs failed, 2 clusters terminated unexpectedly, 1 library
-               failed to install
-  restart      2 minutes later from a fresh process (cron mode, `rca-poller once`): no memory of active
-               runs; the first tick of a process always sweeps
-  steady       the restarted process then ticks every 2 minutes for an hour, nothing changing: the mean
-               requests per tick (one sweep every third tick)
+  cold         the first tick: 24 h initial lookback, every run since then listed (no memory yet); sweeps whole
+  quiet        2 minutes after a catch-up tick (a new process an hour later, which swept whole), nothing
+               changed: no sweep due, jobs only
+  quiet+sweep  6 minutes after the catch-up tick (after another quiet tick at 4), nothing changed: a sweep
+               begins, one page
+  busy         2 minutes later, the sweep under way: in the 5 minutes before, 20 runs failed, 2 clusters
+               terminated unexpectedly and 1 library failed to install; the ticks after it are followed until
+               all 23 failures are in (the clusters and the library wait for the sweep to reach them)
+  restart      from a fresh process (cron mode, `rca-poller once`): no memory of active runs; the first tick
+               of a process always sweeps whole
+  steady       the restarted process then ticks every 2 minutes for an hour, nothing changing
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ TOKEN_ENV = "BENCH_DATABRICKS_TOKEN"
 # make_workspace ends a few runs and clusters up to 45 minutes after its base time: an unreported tick an hour
 # later reads those, so that the quiet tick after it finds nothing new.
 CATCH_UP_AFTER = timedelta(hours=1)
+BUSY_FAILURES = 23  # make_busy: 20 task failures, 2 cluster terminations, 1 library
 
 
 def ms(moment: datetime) -> int:
@@ -91,7 +95,7 @@ def endpoint(path: str, query: dict[str, list[str]]) -> str:
 
 
 def swept(paths: Counter[str]) -> bool:
-    return paths["clusters/list"] > 0
+    return paths["clusters/list"] + paths["libraries/all-cluster-statuses"] > 0
 
 
 def main() -> None:
@@ -117,19 +121,29 @@ def main() -> None:
         source = fresh()
         now = BASE
         rows = []
-        # (tick, time since the previous tick); unreported ticks are named in parentheses
-        plan = [("cold", timedelta(0)), ("(catch-up)", CATCH_UP_AFTER), ("quiet", timedelta(minutes=2)),
-                ("(quiet, 4 min after the sweep)", timedelta(minutes=2)), ("quiet+sweep", timedelta(minutes=2)),
-                ("busy", timedelta(minutes=5)), ("restart", timedelta(minutes=2))]
-        for name, after in plan:
+        # (tick, time since the previous tick, a new process); unreported ticks are named in parentheses
+        plan = [("cold", timedelta(0), False), ("(catch-up)", CATCH_UP_AFTER, True),
+                ("quiet", cfg.interval, False), ("(quiet, 4 min after the sweep)", cfg.interval, False),
+                ("quiet+sweep", cfg.interval, False), ("busy", cfg.interval, False)]
+        for name, after, new_process in plan:
             now += after
             if name == "busy":
                 make_busy(emu, now)
-            if name == "restart":
+            if new_process:
                 source = fresh()
             result, requests, seconds, paths = measure(emu, source, store, now)
             if not name.startswith("("):
                 rows.append((name, requests, seconds, result.added, paths))
+        found, follow = rows[-1][3], []
+        while found < BUSY_FAILURES and len(follow) < 20:  # the busy tick's clusters and library, as the sweep goes
+            now += cfg.interval
+            result, requests, seconds, paths = measure(emu, source, store, now)
+            found += result.added
+            follow.append((requests, result.added))
+        now += cfg.interval
+        source = fresh()
+        result, requests, seconds, paths = measure(emu, source, store, now)
+        rows.append(("restart", requests, seconds, result.added, paths))
         steady = []
         for _ in range(30):  # an hour at the default interval
             now += cfg.interval
@@ -137,11 +151,15 @@ def main() -> None:
             steady.append((requests, seconds, swept(paths)))
         store.close()
     print(f"workspace: {args.clusters} clusters, {args.runs} runs; requests_per_second={args.rps:g}; "
-          f"interval={cfg.interval.total_seconds():g}s, cluster_interval={cfg.cluster_interval.total_seconds():g}s")
+          f"interval={cfg.interval.total_seconds():g}s, cluster_interval={cfg.cluster_interval.total_seconds():g}s, "
+          f"quiet_tick_requests={cfg.quiet_tick_requests}")
     print(f"{'tick':11} {'sweep':5} {'requests':>8} {'seconds':>8} {'new failures':>13}  requests by endpoint")
     for name, requests, seconds, added, paths in rows:
         detail = ", ".join(f"{path} {count}" for path, count in sorted(paths.items()))
         print(f"{name:11} {'yes' if swept(paths) else 'no':5} {requests:8d} {seconds:8.2f} {added:13d}  {detail}")
+    minutes = len(follow) * cfg.interval.total_seconds() / 60
+    print(f"after busy: {found} of {BUSY_FAILURES} failures in {minutes:g} min more ({len(follow)} ticks); requests "
+          f"{' '.join(str(r) for r, _ in follow)}; failures {' '.join(str(a) for _, a in follow)}")
     sweeps = sum(s for _, _, s in steady)
     print(f"steady: {len(steady)} quiet ticks over {len(steady) * cfg.interval.total_seconds() / 60:g} min, "
           f"{sweeps} of them sweeps; requests per tick: mean {sum(r for r, _, _ in steady) / len(steady):.2f}, "

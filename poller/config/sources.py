@@ -92,6 +92,9 @@ class DatabricksSourceConfig(_Model):
     interval: Duration = timedelta(seconds=120)
     # The cluster and library sweep (clusters/list, all-cluster-statuses) runs on its own, slower cadence.
     cluster_interval: Duration = timedelta(minutes=5)
+    # After the first sweep of a process, a sweep reads what this many requests a tick leave after the jobs reads
+    # (at least one); null reads a due sweep whole in one tick.
+    quiet_tick_requests: int | None = Field(default=5, ge=1, le=1000)
     overlap: Duration = timedelta(minutes=10)
     max_run_duration: Duration = timedelta(hours=24)
     initial_lookback: Duration = timedelta(hours=24)

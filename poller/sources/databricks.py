@@ -9,33 +9,40 @@ bundle the rules cannot read is quarantined whole, and a quarantined bundle read
 
 What a tick over the window (S, E] reads, and what it costs (requests):
 
-* jobs — ``runs/list?active_only`` (⌈active/25⌉), then ``runs/list?completed_only&start_time_from=S``
-  (⌈runs started since S/25⌉), then ``runs/get`` for each run that was active at the last tick and has
-  ended since. The first tick of a process (or an explicit window, as a backfill gives) has no memory of
-  active runs and lists instead every run started since S − ``max_run_duration``, keeping those that ended
-  after S. A run that started before the cursor and fails after it is caught either way; natural keys drop
-  repeats. Failed tasks of a run still going are reported once no retry will replace them.
+* jobs — ``runs/list?active_only`` (⌈active/25⌉), then ``runs/list?completed_only`` from the later of S and
+  the last tick − ``overlap`` (⌈runs started since/25⌉), then ``runs/get`` for each run that was active at the
+  last tick and has ended since. The first tick of a process (or an explicit window, as a backfill gives)
+  has no memory of active runs and lists instead every run started since S − ``max_run_duration``, keeping
+  those that ended after S. A run that started before the cursor and fails after it is caught either way;
+  natural keys drop repeats. Failed tasks of a run still going are reported once no retry will replace them.
   ``runs/get-output`` is called once per failed task run (its task run id, never the parent's) and kept
   in memory while the run is still read, so re-reading the overlap costs no further output calls.
-* clusters — ``clusters/list`` (⌈clusters/100⌉); ``clusters/events`` only for the clusters whose
-  ``start_time``, ``last_restarted_time``, ``last_state_loss_time`` or ``terminated_time`` is after S, or
-  whose state or state message changed since the last sweep, read from the start of the cluster's current
+* clusters — ``clusters/list`` (⌈clusters/100⌉, spread over ticks, below); ``clusters/events`` only for the
+  clusters whose ``start_time``, ``last_restarted_time``, ``last_state_loss_time`` or ``terminated_time`` is
+  after S, or whose state or state message changed since the last sweep, read from the start of the cluster's current
   life (at most ``max_run_duration`` before S).
 * libraries — one ``libraries/all-cluster-statuses``. A FAILED library's key carries an occurrence stamp:
   the cluster's last (re)start, so it is reported once while it stays failed, also across restarts of
   rca-poller; and, when this process saw it INSTALLED after a failure in the same cluster life, the time
   it failed again, so that new failure is reported too.
 
-Clusters and libraries are a sweep with its own cadence, ``cluster_interval``: a live tick sweeps on the first
-tick of a process, and then on the first tick whose window ends ``cluster_interval`` or more after the cursor
-(the tick clock, never wall time; every tick when ``cluster_interval`` is not longer than ``interval`` — also
-when only ``interval`` is raised past the 5m default, which config leaves unchecked). A tick that does
-not sweep reads jobs only and hands the cursor back unchanged, so the cursor is always the end of the last
-committed sweep, and every window — the sweep's included — starts at that end − ``overlap``. Nothing is lost
-to a crash, a restart or a tick that read but did not commit: the next window, and so the next sweep, starts
-from the last sweep that did commit; its first tick in a new process sweeps. The cost is a jobs window up to
-``cluster_interval`` + ``interval`` wider (runs it re-reads are dropped by their keys, and their outputs are
-kept in memory) and a cursor lag of up to that much. A backfill (an explicit window) always reads clusters.
+Clusters and libraries are a sweep with its own cadence, ``cluster_interval``: a live tick begins one on the
+first tick of a process, and then on the first tick whose window ends ``cluster_interval`` or more after the
+cursor (the tick clock, never wall time; every tick when ``cluster_interval`` is not longer than ``interval`` —
+also when only ``interval`` is raised past the 5m default, which config leaves unchecked). The first sweep of a
+process is read whole. Later ones are spread over ticks: a tick makes what ``quiet_tick_requests`` leaves after
+its jobs reads (at least one request) — one clusters/list page a request, each with the events of its changed
+clusters on top, then all-cluster-statuses — and holds the page token until the next tick. Every page of a
+sweep selects what changed since the window start of the tick the sweep began in; a refused token lists again
+from the first page. Until a sweep is done a tick hands back the cursor it was given; the tick that finishes
+it moves the cursor to the end of the window the sweep began in. So the cursor is always a point every change
+after which a later sweep will still see, and every window starts at that point − ``overlap``. Nothing is lost
+to a crash, a restart or a tick that read but did not commit: the next sweep selects from the last one that
+did commit, and a new process's first sweep is whole. The cost is a cursor lag of up to a sweep's length +
+``interval``, and cluster failures reported up to about a sweep's length after they happen (a cluster whose
+page was read just before). The jobs listing is not widened by a held cursor: with the memory, runs that
+started before its last tick are known, so it lists from that tick − ``overlap``. A backfill (an explicit
+window) always reads clusters whole.
 
 The memory (active runs, cluster states, library episodes, outputs) lives in this object only: it is a cost
 saving and a way to see changes, never what the cursor relies on. It is replaced only when a poll succeeds.
@@ -63,7 +70,7 @@ from poller.extractors.databricks_json import library_display, mapping_at, parse
 from poller.extractors.databricks_run_states import UNSETTLED_LIFE_CYCLE_STATES
 from poller.models import Failure, Kind, iso
 from poller.sources.base import Poll, Window
-from poller.sources.databricks_client import DatabricksApi, Json
+from poller.sources.databricks_client import DatabricksApi, GoneError, Json
 
 #: Cluster fields that move when its state changes; a time after the window start selects the cluster.
 CLUSTER_TIME_FIELDS = ("start_time", "last_restarted_time", "last_state_loss_time", "terminated_time")
@@ -193,12 +200,24 @@ def next_episode(previous: LibraryEpisode | None, status: str, base: int, now_ms
 
 
 @dataclass(frozen=True, slots=True)
+class Sweep:
+    """A cluster and library sweep under way: it selects what changed since ``began.start``, and once done the
+    cursor may move to ``began.end``."""
+
+    began: Window  # the window of the tick the sweep began in
+    token: str | None = None  # the next clusters/list page
+    listed: bool = False  # every clusters/list page is read
+    clusters: tuple[Json, ...] = ()  # what the pages read so far listed
+
+
+@dataclass(frozen=True, slots=True)
 class Memory:
     runs: RunMemory | None = None
     clusters: dict[str, tuple[tuple[str, str], int]] = field(default_factory=dict)  # id → (state, message), changed
     libraries: dict[tuple[str, str], LibraryEpisode] = field(default_factory=dict)
     outputs: dict[int, Json] = field(default_factory=dict)  # task run id → get-output
-    swept: bool = False  # a live tick of this process has swept clusters and libraries
+    swept: bool = False  # a live tick of this process has finished a sweep
+    sweep: Sweep | None = None  # a sweep spread over ticks, still under way
 
 
 # -- the source ------------------------------------------------------------------------------------------------
@@ -229,7 +248,7 @@ class DatabricksSource:
         if "jobs" in self.config.watch:
             next(self.api.list_runs(active_only=True), None)  # the first page only
         if "clusters" in self.config.watch:
-            self.api.list_clusters()
+            self.api.clusters_page()
         if "libraries" in self.config.watch:
             self.api.library_statuses()
         return f"{user} ({', '.join(self.config.watch)} readable)"
@@ -245,34 +264,45 @@ class DatabricksSource:
         # without the memory and leaves it alone.
         live = window == self._live
         watch = set(self.config.watch)
-        sweeping = bool(watch & SWEPT)
-        sweep = sweeping and (not live or self._sweep_due(window))
         warnings: list[str] = []
         records: list[Json] = []
-        runs, outputs = self._memory.runs, self._memory.outputs
+        calls = self.api.calls
+        memory = self._memory
         if "jobs" in watch:
             run_records, runs, outputs = self._poll_jobs(window, live, warnings)
             records += run_records
-        clusters = self.api.list_clusters() if sweep else []
-        seen = self._memory.clusters
-        if sweep and "clusters" in watch:
-            cluster_records, seen = self._poll_clusters(window, clusters, live, warnings)
-            records += cluster_records
-        episodes = self._memory.libraries
-        if sweep and "libraries" in watch and live:  # statuses are current, not history: nothing to backfill
-            library_records, episodes = self._poll_libraries(window, clusters)
-            records += library_records
+            memory = replace(memory, runs=runs, outputs=outputs)
+        cursor = window.end
+        if watch & SWEPT:
+            sweep = memory.sweep if live else None
+            if sweep is None and (not live or self._sweep_due(window)):
+                sweep = Sweep(window)
+            if sweep is not None:
+                sweep_records, memory = self._sweep(sweep, window, live, self._sweep_steps(live, calls), memory,
+                                                    warnings)
+                records += sweep_records
+            # Until a sweep is done the cursor stays where it was (the module docstring says why).
+            if live and memory.sweep is not None:
+                cursor = self._cursor or memory.sweep.began.start
+            elif live:
+                cursor = sweep.began.end if sweep is not None else self._cursor or window.end
         if live:
-            self._memory = Memory(runs, seen, episodes, outputs, swept=self._memory.swept or sweep)
-        # No sweep: the cursor stays at the end of the last committed sweep (the module docstring says why).
-        held = self._cursor if live and sweeping and not sweep else None
-        return Poll(records=records, cursor=held or window.end, warnings=warnings)
+            self._memory = memory
+        return Poll(records=records, cursor=cursor, warnings=warnings)
 
     def _sweep_due(self, window: Window) -> bool:
-        """Whether a live tick sweeps clusters and libraries: first in this process, or ``cluster_interval`` on."""
+        """Whether a live tick begins a sweep: first in this process, or ``cluster_interval`` on."""
         cursor, every = self._cursor, self.config.cluster_interval
         return (not self._memory.swept or cursor is None or every <= self.interval
                 or window.end - cursor >= every)
+
+    def _sweep_steps(self, live: bool, calls_before: int) -> int | None:
+        """How many sweep requests this tick may make: what ``quiet_tick_requests`` leaves after the jobs reads
+        (at least one); no limit for a backfill, the first sweep of a process, or ``quiet_tick_requests: null``."""
+        budget = self.config.quiet_tick_requests
+        if not live or not self._memory.swept or budget is None:
+            return None
+        return max(1, budget - (self.api.calls - calls_before))
 
     def extract(self, raw: Any) -> Failure | None:
         return extract_record(raw)
@@ -285,7 +315,10 @@ class DatabricksSource:
         known = memory is not None and memory.covers(window)
         # Active runs first: a run that ends between the two listings is then in one of them.
         active = {_run_id(run): run for run in self.api.list_runs(active_only=True)} if live else {}
-        since = window.start if known else window.start - self.config.max_run_duration
+        # With the memory, runs that started before its last tick are known (active then, or read then); a
+        # cursor held for a sweep does not widen the listing.
+        since = (max(window.start, memory.as_of - self.config.overlap) if memory is not None and known
+                 else window.start - self.config.max_run_duration)
         listed = self.api.list_runs(completed_only=True, start_time_from=ms(since),
                                     start_time_to=None if live else ms(window.end))
         ended = {_run_id(run): run for run in listed if _ended_in(run, window, live)}
@@ -344,34 +377,76 @@ class DatabricksSource:
             bundle["outputs"][str(task_run_id)] = output
         return keyed_records(bundle), run
 
-    # -- clusters ----------------------------------------------------------------------------------------------
+    # -- clusters and libraries: the sweep --------------------------------------------------------------------
 
-    def _poll_clusters(self, window: Window, clusters: list[Json], live: bool,
+    def _sweep(self, sweep: Sweep, window: Window, live: bool, steps: int | None, memory: Memory,
+               warnings: list[str]) -> tuple[list[Json], Memory]:
+        """Carry a sweep on by up to ``steps`` requests (None: to its end): clusters/list pages, each with the
+        events of its changed clusters (not counted), then all-cluster-statuses. The memory returned holds the
+        sweep while it is under way, and the clusters and libraries seen once it is done."""
+        libraries = "libraries" in self.config.watch and live  # statuses are current: nothing to backfill
+        records: list[Json] = []
+        seen = dict(memory.clusters)
+        episodes = memory.libraries
+        while steps is None or steps > 0:
+            steps = None if steps is None else steps - 1
+            if sweep.listed:
+                library_records, episodes = self._poll_libraries(window, sweep.clusters)
+                records += library_records
+                libraries = False
+                break
+            try:
+                clusters, token = self.api.clusters_page(sweep.token)
+            except GoneError:
+                if sweep.token is None:
+                    raise
+                warnings.append("clusters/list refused the page token held since the last tick; listing again")
+                sweep = replace(sweep, token=None, clusters=())
+                continue
+            sweep = replace(sweep, token=token, listed=token is None, clusters=(*sweep.clusters, *clusters))
+            if "clusters" in self.config.watch:
+                page_records, page_seen = self._poll_clusters(sweep.began, window, clusters, memory.clusters, live,
+                                                              warnings)
+                records += page_records
+                seen.update(page_seen)
+            if sweep.listed and not libraries:
+                break
+        if not live:
+            return records, memory
+        if not sweep.listed or libraries:  # under way: this tick's steps are spent
+            return records, replace(memory, clusters=seen, sweep=sweep)
+        listed = {text(c, "cluster_id") for c in sweep.clusters}
+        seen = {cluster_id: state for cluster_id, state in seen.items() if cluster_id in listed}
+        return records, replace(memory, clusters=seen, libraries=episodes, swept=True, sweep=None)
+
+    def _poll_clusters(self, began: Window, window: Window, clusters: list[Json],
+                       before: Mapping[str, tuple[tuple[str, str], int]], live: bool,
                        warnings: list[str]) -> tuple[list[Json], dict[str, tuple[tuple[str, str], int]]]:
-        since, now = ms(window.start), ms(window.end)
+        """The records of listed clusters that changed since the sweep began (``began.start``); their states."""
+        since, now = ms(began.start), ms(window.end)
         seen: dict[str, tuple[tuple[str, str], int]] = {}
         records: list[Json] = []
         for cluster in clusters:
             cluster_id = text(cluster, "cluster_id")
             state = (text(cluster, "state"), text(cluster, "state_message"))
-            before = self._memory.clusters.get(cluster_id) if live else None
+            last = before.get(cluster_id) if live else None
             # when this process saw the state or its message change; 0 when it has not
-            changed = 0 if before is None else now if before[0] != state else before[1]
+            changed = 0 if last is None else now if last[0] != state else last[1]
             seen[cluster_id] = (state, changed)
             if not cluster_id or max(changed, latest(cluster, CLUSTER_TIME_FIELDS)) < since:
                 continue
-            start = events_from(cluster, window, self.config.max_run_duration)
+            start = events_from(cluster, began, self.config.max_run_duration)
             events = self.api.cluster_events(cluster_id, start, None if live else ms(window.end))
             if events is None:
                 warnings.append(f"cluster {cluster_id}: its events are gone (deleted, or terminated 30+ days ago)")
                 continue
             records += keyed_records({"kind": "cluster", "cluster": cluster, "events": events, "events_from": start})
-        return records, (seen if live else self._memory.clusters)
+        return records, seen
 
     # -- libraries ---------------------------------------------------------------------------------------------
 
     def _poll_libraries(self, window: Window,
-                        clusters: list[Json]) -> tuple[list[Json], dict[tuple[str, str], LibraryEpisode]]:
+                        clusters: Iterable[Json]) -> tuple[list[Json], dict[tuple[str, str], LibraryEpisode]]:
         by_id = {text(c, "cluster_id"): c for c in clusters}
         episodes: dict[tuple[str, str], LibraryEpisode] = {}
         records: list[Json] = []

@@ -160,6 +160,7 @@ class DatabricksApi:
         self._environ = os.environ if environ is None else environ
         self._sleep = sleep
         self._client: WorkspaceClient | None = None
+        self.calls = 0  # API calls made (each of this module's retries counts; the SDK's own do not)
 
     def __repr__(self) -> str:
         auth = self.config.effective_auth_type
@@ -217,11 +218,15 @@ class DatabricksApi:
         """runs/get-output of one task run (a parent run is refused, §3.3); None when it is gone (60 days)."""
         return self._call_unless_gone("GET", f"{JOBS}/runs/get-output", query={"run_id": task_run_id})
 
-    def list_clusters(self) -> list[Json]:
-        clusters: list[Json] = []
-        for page in self._pages(f"{CLUSTERS}/list", {"page_size": CLUSTERS_PAGE}):
-            clusters.extend(page.get("clusters") or [])
-        return clusters
+    def clusters_page(self, token: str | None = None) -> tuple[list[Json], str | None]:
+        """One clusters/list page and the token of the next (None after the last); a token the service refuses
+        (HTTP 400) raises GoneError."""
+        query: Json = {"page_size": CLUSTERS_PAGE, **({"page_token": token} if token else {})}
+        page = self._call("GET", f"{CLUSTERS}/list", query=query)
+        following = page.get("next_page_token")
+        if following and following == token:
+            raise SourceError(self.source, f"{CLUSTERS}/list handed out the same page token twice; stopped paging")
+        return list(page.get("clusters") or []), str(following) if following else None
 
     def cluster_events(self, cluster_id: str, start_ms: int, end_ms: int | None = None) -> list[Json] | None:
         """clusters/events from ``start_ms`` on, oldest first, following ``next_page`` bodies; None when the
@@ -276,6 +281,7 @@ class DatabricksApi:
         if client.config.workspace_id:
             headers["X-Databricks-Workspace-Id"] = str(client.config.workspace_id)
         for attempt in range(self.config.max_retries + 1):
+            self.calls += 1
             # DatabricksError and requests' errors are OSErrors, as is the TimeoutError of a spent retry budget;
             # a ValueError is an answer that is not JSON.
             try:

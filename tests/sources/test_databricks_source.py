@@ -63,10 +63,11 @@ class Harness:
 
     def __init__(self, tmp_path: Path, emu: DatabricksEmulator, clock: Clock, **source: Any) -> None:
         self.emu, self.clock, self.sleeps = emu, clock, list[float]()
-        # cluster_interval = interval: these tests sweep clusters and libraries every tick, as before the option
+        # cluster_interval = interval and quiet_tick_requests null: these tests sweep clusters and libraries
+        # whole every tick, as before the options
         settings = {"type": "databricks", "host": emu.url, "token_env": TOKEN_ENV, "retry_timeout": "5s",
                     "http_timeout": "5s", "requests_per_second": 1000, "initial_lookback": "6h",
-                    "cluster_interval": "2m", **source}
+                    "cluster_interval": "2m", "quiet_tick_requests": None, **source}
         self.config: Config = parse_config({"state": {"url": f"sqlite:///{tmp_path}/state.db"},
                                             "sources": {"dbx": settings}}, {})
         self.store = Store(self.config.state.url)
@@ -445,6 +446,103 @@ def test_a_backfill_and_every_rca_poller_once_read_clusters(
     for _ in range(2):  # cron mode: each run is a new process, whose one tick sweeps
         run_once(h.config, h.store, clock.advance(minutes=2))
     assert emu.count("/api/2.1/clusters/list") == emu.count("/api/2.0/libraries/all-cluster-statuses") == 2
+
+
+# -- a sweep spread over ticks (quiet_tick_requests) -----------------------------------------------------------
+
+
+def spread(tmp_path: Path, emu: DatabricksEmulator, clock: Clock, **source: Any) -> Harness:
+    """The defaults (interval 2m, cluster_interval 5m, quiet_tick_requests 5) on 500 clusters and 2,000 runs, 61 of
+    them still going; the first tick of the process, which sweeps whole, is done."""
+    h = Harness(tmp_path, emu, clock, cluster_interval="5m", quiet_tick_requests=5, **source)
+    emu.load(make_workspace(500, 2000, base_ms=ms(clock.now - timedelta(hours=2))))
+    h.tick()
+    return h
+
+
+def running_cluster_on_page(emu: DatabricksEmulator, page: int) -> str:
+    """A RUNNING cluster that clusters/list serves on that page (100 a page, in the order they were added)."""
+    listed = emu.snapshot().clusters[(page - 1) * 100: page * 100]
+    return next(str(c["cluster_id"]) for c in listed if c["state"] == "RUNNING")
+
+
+def test_every_quiet_tick_makes_at_most_5_requests_the_sweep_spread_over_ticks(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock
+) -> None:
+    h = spread(tmp_path, emu, clock)
+    swept = clock.now
+    per_tick, cursors = [], []
+    for _ in range(15):  # half an hour
+        emu.reset_log()
+        result = h.tick(minutes=2)
+        assert result.ok and result.added == 0
+        per_tick.append(by_endpoint(emu))
+        cursors.append(h.cursor())
+
+    assert all(sum(counts.values()) <= 5 for counts in per_tick)
+    assert all(counts["jobs/runs/list completed"] == 1 for counts in per_tick)  # a held cursor widens no listing
+    # The first spread sweep begins at +6 (5 minutes after the last), lists one page a tick at +6 … +14 and
+    # reads the library statuses at +16; only then does the cursor move, to the end of the tick it began in.
+    # The next sweep is due at once (+18 … +28), and a third begins at +30.
+    assert [c.get("clusters/list", 0) for c in per_tick] == [0, 0, *[1] * 5, 0, *[1] * 5, 0, 1]
+    assert [i for i, c in enumerate(per_tick) if "libraries/all-cluster-statuses" in c] == [7, 13]
+    assert cursors == [swept] * 7 + [swept + timedelta(minutes=6)] * 6 + [swept + timedelta(minutes=18)] * 2
+
+
+@pytest.mark.parametrize("page", [1, 5])
+def test_a_cluster_that_fails_while_a_spread_sweep_is_under_way_is_reported_once(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock, page: int
+) -> None:
+    h = spread(tmp_path, emu, clock)
+    for _ in range(4):  # +2, +4: jobs only; +6, +8: the sweep lists pages 1 and 2
+        h.tick(minutes=2)
+    failing = running_cluster_on_page(emu, page)  # page 1: listed already; page 5: not yet
+    emu.set_cluster_state(failing, "TERMINATED", at=ms(clock.now) + 30_000, termination_reason=DRIVER_UNREACHABLE)
+    run = RUN + 7
+    at = ms(clock.now)
+    emu.add_run(job_run(run, at, at + 60_000, [task("t", run + 1)]))
+    emu.set_output(run + 1, error="Exception: failed while the sweep went on")
+
+    added = [h.tick(minutes=2).added for _ in range(12)]
+
+    assert sum(added) == 2 and added[0] == 1  # the run at once; the cluster at its page, in this sweep or the next
+    assert added.index(1, 1) == (2 if page == 5 else 4)  # +14 (page 5 of this sweep), +18 (page 1 of the next)
+    assert {f.error_code for f in h.failures().values() if f.resource_id == failing} == {"DRIVER_UNREACHABLE"}
+
+
+def test_a_restart_in_the_middle_of_a_spread_sweep_loses_nothing(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock
+) -> None:
+    h = spread(tmp_path, emu, clock)
+    for _ in range(4):
+        h.tick(minutes=2)
+    failing = running_cluster_on_page(emu, 1)  # listed by the sweep under way: only the next one would see it
+    emu.set_cluster_state(failing, "TERMINATED", at=ms(clock.now) + 30_000, termination_reason=DRIVER_UNREACHABLE)
+    assert h.tick(minutes=2).added == 0
+    h.restart()  # the sweep under way is gone with the process; the cursor is still before it began
+
+    assert h.tick(minutes=2).added == 1  # a new process sweeps whole from the cursor − overlap
+    assert [h.tick(minutes=2).added for _ in range(8)] == [0] * 8
+
+
+def test_a_page_token_the_service_refuses_starts_the_listing_again(
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock
+) -> None:
+    h = spread(tmp_path, emu, clock)
+    for _ in range(3):  # +2, +4; +6 lists page 1
+        h.tick(minutes=2)
+    failing = running_cluster_on_page(emu, 4)
+    emu.set_cluster_state(failing, "TERMINATED", at=ms(clock.now), termination_reason=DRIVER_UNREACHABLE)
+    emu.inject(400, path_prefix="/api/2.1/clusters/list", message="Invalid page token")
+
+    refused = h.tick(minutes=2)
+
+    assert refused.ok and any("page token" in w for w in refused.warnings)
+    emu.reset_log()
+    added = [h.tick(minutes=2).added for _ in range(6)]  # pages 1-5 again, then the statuses
+    assert sum(added) == 1 and added[3] == 1
+    assert [int(r.query.get("page_token") is not None) for r in emu.requests if r.path.endswith("/clusters/list")] \
+        == [0, 1, 1, 1, 1]
 
 
 # -- libraries -----------------------------------------------------------------------------------------------
