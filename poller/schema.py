@@ -6,12 +6,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DDL, DateTime, Engine, TypeDecorator, UniqueConstraint, event, inspect, text
+from sqlalchemy import DDL, DateTime, Engine, Index, TypeDecorator, UniqueConstraint, event, inspect, text
 from sqlmodel import Field, SQLModel
 
 from poller.models import Failure
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -35,11 +35,24 @@ def _time(**kw: Any) -> Any:
     return Field(sa_type=UTCDateTime, **kw)
 
 
+def _partial_index(name: str, column: str, where: str, *, sqlite_where: str | None = None) -> Index:
+    """An index of only the rows ``where`` holds; a query uses it only if its own WHERE says the same."""
+    return Index(name, column, sqlite_where=text(sqlite_where or where), postgresql_where=text(where))
+
+
 class FailureRow(SQLModel, table=True):
     __tablename__ = "failures"
+    # Every index but the key's is partial, over only the rows its lookup wants (not yet processed, waiting for
+    # their error text, grouped): a new failure, ungrouped and rarely pending, goes into one of them, not four.
+    # SQLAlchemy writes a boolean test on SQLite as `pending = 1`: the index says the same, or SQLite skips it.
+    __table_args__ = (
+        _partial_index("ix_failures_unprocessed", "detected_at", "processed_at IS NULL"),
+        _partial_index("ix_failures_pending_source", "source", "pending", sqlite_where="pending = 1"),
+        _partial_index("ix_failures_incident", "incident_id", "incident_id IS NOT NULL"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
-    source: str = Field(index=True)
+    source: str
     service: str
     kind: str
     resource: str
@@ -52,11 +65,11 @@ class FailureRow(SQLModel, table=True):
     detected_at: datetime = _time()
     metadata_json: str
     raw_json: str
-    processed_at: datetime | None = _time(default=None, nullable=True, index=True)
-    incident_id: int | None = Field(default=None, nullable=True, index=True)
+    processed_at: datetime | None = _time(default=None, nullable=True)
+    incident_id: int | None = Field(default=None, nullable=True)
     fingerprint: str | None = Field(default=None, nullable=True)
     # The source could not read the error text yet (metadata.error_pending); an enriched re-read replaces it.
-    pending: bool = Field(default=False, index=True)
+    pending: bool = False
 
     def to_failure(self) -> Failure:
         return Failure(
@@ -222,6 +235,8 @@ def migrate(engine: Engine) -> None:
         )
         if versions and max(versions) < 2:
             _v1_to_v2(conn)
+        if versions and max(versions) < 3:
+            _v2_to_v3(conn)
     SQLModel.metadata.create_all(engine)
 
 
@@ -235,6 +250,14 @@ def _v1_to_v2(conn: Any) -> None:
     conn.execute(text("CREATE INDEX ix_failures_pending ON failures (pending)"))
     conn.execute(text("DROP TABLE IF EXISTS tickets"))
     conn.execute(text("UPDATE failures SET processed_at = NULL"))
+
+
+def _v2_to_v3(conn: Any) -> None:
+    # v3 keeps only partial indexes beside the key's (see FailureRow); the full ones of v2 go.
+    for name in ("ix_failures_source", "ix_failures_processed_at", "ix_failures_incident_id", "ix_failures_pending"):
+        conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    for index in FailureRow.__table__.indexes:  # type: ignore[attr-defined]
+        index.create(conn, checkfirst=True)
 
 
 # -- remediation (issue 7) ------------------------------------------------------------------------------------

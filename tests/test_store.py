@@ -9,7 +9,7 @@ import pytest
 
 from poller.models import Failure
 from poller.pipeline import process
-from poller.store import CheckpointRow, FailureRow, QuarantineRow, SchemaVersionRow, Store
+from poller.store import SCHEMA_VERSION, CheckpointRow, FailureRow, QuarantineRow, SchemaVersionRow, Store
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -102,7 +102,11 @@ def test_v1_state_file_migrates_to_incidents(tmp_path: Path) -> None:
     assert process(store, NOW) == 1
     (ticket,) = store.tickets()
     assert ticket.incident_id == store.incidents()[0].id
-    assert {row.version for row in _versions(store)} == {1, 2}
+    assert {row.version for row in _versions(store)} == {1, SCHEMA_VERSION}
+    with sqlite3.connect(db) as con:  # on to v3: the full indexes v2 added are partial ones now
+        indexes = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'failures'")}
+    assert indexes == {"failures", "sqlite_autoindex_failures_1", "ix_failures_unprocessed",
+                       "ix_failures_pending_source", "ix_failures_incident"}
 
 
 def _versions(store: Store) -> list[SchemaVersionRow]:
