@@ -1,6 +1,6 @@
 """Requests and wall time of Databricks source ticks on a 500-cluster, 2,000-run workspace (the emulator).
 
-Run:  python bench/databricks_tick.py [--clusters 500] [--runs 2000] [--rps 10]
+Run:  python bench/databricks_tick.py [--clusters 500] [--runs 2000] [--rps 10] [--whole]
 
 The real databricks-sdk talks to the emulator over a socket; each tick is the pipeline's own `tick` (poll,
 extract, one SQLite commit). Requests are counted from the emulator's log (API calls only; the SDK's one
@@ -103,12 +103,13 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=500)
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--rps", type=float, default=10.0, help="requests_per_second of the source")
+    parser.add_argument("--whole", action="store_true", help="quiet_tick_requests: null (due sweeps read whole)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-dbx-"))
     with DatabricksEmulator(workspace_id="1234567890") as emu:
         emu.load(make_workspace(args.clusters, args.runs, base_ms=ms(BASE)))
         settings = {"type": "databricks", "host": emu.url, "token_env": TOKEN_ENV,
-                    "requests_per_second": args.rps}
+                    "requests_per_second": args.rps, **({"quiet_tick_requests": None} if args.whole else {})}
         config = parse_config({"state": {"url": f"sqlite:///{workdir / 'state.db'}"},
                                "sources": {"dbx": settings}}, {})
         cfg = config.sources["dbx"]
