@@ -6,6 +6,7 @@ cluster with its events, a library status — plus that failure's ``key``. ``ext
 on the bundle and returns the failure with the key. So a run with three failed tasks is three records, a
 bundle the rules cannot read is quarantined whole, and a quarantined bundle reads again through
 ``rca-poller extract`` (it has the ``{"run", "outputs", "host"}`` / ``{"cluster", "events"}`` shapes).
+The records and their rules are in ``databricks_records``, what the source remembers in ``databricks_memory``.
 
 What a tick over the window (S, E] reads, and what it costs (requests):
 
@@ -52,172 +53,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from poller.config import DatabricksSourceConfig
-from poller.errors import ExtractError
-from poller.extractors.databricks import (
-    LIBRARY_STATUS_IS_FAILURE,
-    extract_bundle,
-    extract_cluster_events,
-    extract_cluster_state,
-    extract_library_statuses,
-)
-from poller.extractors.databricks_clusters import TERMINATED_STATES
 from poller.extractors.databricks_json import library_display, mapping_at, parse_id, text
 from poller.extractors.databricks_run_states import UNSETTLED_LIFE_CYCLE_STATES
 from poller.models import Failure, Kind, iso
 from poller.sources.base import Poll, Window
 from poller.sources.databricks_client import DatabricksApi, GoneError, Json
+from poller.sources.databricks_memory import LibraryEpisode, Memory, RunMemory, Sweep, library_failed, next_episode
+from poller.sources.databricks_records import extract_record, keyed_records, readable_failures
 
 #: Cluster fields that move when its state changes; a time after the window start selects the cluster.
 CLUSTER_TIME_FIELDS = ("start_time", "last_restarted_time", "last_state_loss_time", "terminated_time")
 STARTS = ("start_time", "last_restarted_time")
 #: What the cluster sweep reads: clusters/list (which libraries need too) and all-cluster-statuses.
 SWEPT = frozenset({"clusters", "libraries"})
-#: Library statuses after which a new FAILED is a new failure, not the same one still showing.
-LIBRARY_INSTALLED = frozenset({"INSTALLED", "RESTORED"})
-TERMINATION_EVENTS = frozenset({"TERMINATING", "TERMINATED"})
 
 
 def ms(moment: datetime) -> int:
     """Epoch milliseconds, the Databricks time unit."""
     return int(moment.timestamp() * 1000)
-
-
-# -- records and their extraction (pure) ----------------------------------------------------------------------
-
-
-def cluster_failures(record: Mapping[str, Any]) -> list[Failure]:
-    """A cluster's events; its list entry stands in when the events no longer show its termination."""
-    cluster = mapping_at(record, "cluster")
-    events = record.get("events")
-    if not isinstance(events, list):
-        raise ExtractError("a cluster record holds no events (clusters/events JSON)")
-    failures = extract_cluster_events(cluster, events)
-    terminated = cluster.get("terminated_time")
-    shown = any(isinstance(e, Mapping) and text(e, "type") in TERMINATION_EVENTS for e in events)
-    if (not shown and text(cluster, "state") in TERMINATED_STATES and isinstance(terminated, int)
-            and terminated >= int(record.get("events_from") or 0)):
-        state_failure = extract_cluster_state(cluster)
-        if state_failure is not None:
-            failures.append(state_failure)
-    return failures
-
-
-def library_failures(record: Mapping[str, Any]) -> list[Failure]:
-    observed = text(record, "observed_at")
-    return extract_library_statuses(
-        record, occurrence=text(record, "occurrence"), cluster_name=text(record, "cluster_name"),
-        observed_at=datetime.fromisoformat(observed.replace("Z", "+00:00")) if observed else None,
-    )
-
-
-#: Record kind → the rules that read it.
-RECORD_RULES: dict[str, Callable[[Mapping[str, Any]], list[Failure]]] = {
-    "run": extract_bundle,
-    "cluster": cluster_failures,
-    "library": library_failures,
-}
-
-
-def record_failures(record: Mapping[str, Any]) -> list[Failure]:
-    rule = RECORD_RULES.get(text(record, "kind"))
-    if rule is None:
-        raise ExtractError(f"unknown Databricks record kind {record.get('kind')!r}")
-    return rule(record)
-
-
-def keyed_records(bundle: Json) -> list[Json]:
-    """One record per failure a bundle yields; one record saying why, when the rules cannot read it."""
-    try:
-        failures = record_failures(bundle)
-    except Exception as exc:  # a rule that fails on this data quarantines the bundle; the tick goes on
-        reason = str(exc) if isinstance(exc, ExtractError) else f"unexpected {type(exc).__name__}: {exc}"
-        return [{**bundle, "unreadable": reason}]
-    return [{**bundle, "key": failure.key} for failure in failures]
-
-
-def extract_record(raw: Any) -> Failure | None:
-    """The failure a poll record names (``key``), read from its bundle by the Databricks rules."""
-    if not isinstance(raw, Mapping):
-        raise ExtractError(f"expected a Databricks record (a JSON object), got {type(raw).__name__}")
-    if "unreadable" in raw:
-        raise ExtractError(str(raw["unreadable"]))
-    wanted = raw.get("key")
-    for failure in record_failures(raw):
-        if failure.key == wanted:
-            return failure
-    raise ExtractError(f"the {text(raw, 'kind')} record yields no failure keyed {wanted!r}")
-
-
-# -- what the source remembers between ticks of one process ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunMemory:
-    """Runs active at ``as_of``, and runs seen ending since, for a window starting in [covered_from, as_of]."""
-
-    covered_from: datetime
-    as_of: datetime
-    active: frozenset[int]  # run ids
-    finished: dict[int, Json]  # run id → a failed run that ended after the window start, until the start passes it
-
-    def covers(self, window: Window) -> bool:
-        return self.covered_from <= window.start <= self.as_of <= window.end
-
-
-@dataclass(frozen=True, slots=True)
-class LibraryEpisode:
-    """One library on one cluster as last seen: the stamp of its current (or last) failure."""
-
-    status: str
-    base: int  # the cluster's last (re)start (ms) when seen
-    stamp: str = ""
-    observed_ms: int = 0
-    installed_since: bool = False  # INSTALLED seen after the failure that `stamp` names
-
-
-def library_failed(status: str) -> bool:
-    return LIBRARY_STATUS_IS_FAILURE.get(status, "FAIL" in status)
-
-
-def next_episode(previous: LibraryEpisode | None, status: str, base: int, now_ms: int) -> LibraryEpisode:
-    """How the occurrence stamp moves: the same failure keeps it, a failure after INSTALLED gets a new one."""
-    failed = library_failed(status)
-    same_life = previous is not None and previous.base == base
-    if not failed:
-        if previous is None:
-            return LibraryEpisode(status, base)
-        seen_installed = previous.installed_since or (bool(previous.stamp) and status in LIBRARY_INSTALLED)
-        return replace(previous, status=status, base=base, installed_since=seen_installed)
-    if previous is not None and same_life and previous.stamp and not previous.installed_since:
-        return replace(previous, status=status)  # still the failure already stamped
-    again = previous is not None and same_life and previous.installed_since
-    return LibraryEpisode(status, base, f"{base}+{now_ms}" if again else str(base), now_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class Sweep:
-    """A cluster and library sweep under way: it selects what changed since ``began.start``, and once done the
-    cursor may move to ``began.end``."""
-
-    began: Window  # the window of the tick the sweep began in
-    token: str | None = None  # the next clusters/list page
-    listed: bool = False  # every clusters/list page is read
-    clusters: tuple[Json, ...] = ()  # what the pages read so far listed
-
-
-@dataclass(frozen=True, slots=True)
-class Memory:
-    runs: RunMemory | None = None
-    clusters: dict[str, tuple[tuple[str, str], int]] = field(default_factory=dict)  # id → (state, message), changed
-    libraries: dict[tuple[str, str], LibraryEpisode] = field(default_factory=dict)
-    outputs: dict[int, Json] = field(default_factory=dict)  # task run id → get-output
-    swept: bool = False  # a live tick of this process has finished a sweep
-    sweep: Sweep | None = None  # a sweep spread over ticks, still under way
 
 
 # -- the source ------------------------------------------------------------------------------------------------
@@ -358,10 +216,10 @@ class DatabricksSource:
                      warnings: list[str]) -> tuple[list[Json], Json]:
         """The records of one run, its failed tasks' outputs read (or reused); and the run as read."""
         bundle: Json = {"kind": "run", "host": self.api.host, "run": run, "outputs": {}}
-        found = _readable(bundle)  # which tasks failed, so that only their outputs are read
+        found = readable_failures(bundle)  # which tasks failed, so that only their outputs are read
         if found and run.get("has_more"):  # runs/list cut an array at 100 elements: read it whole
             bundle["run"] = run = self.api.get_run(_run_id(run)) or run
-            found = _readable(bundle)
+            found = readable_failures(bundle)
         if found is None:  # keyed_records gives the reason, and the bundle is quarantined
             return keyed_records(bundle), run
         if not found:
@@ -487,14 +345,6 @@ def latest(cluster: Mapping[str, Any], names: Iterable[str]) -> int:
 def _statuses(entry: Any) -> list[Json]:
     statuses = entry.get("library_statuses") if isinstance(entry, Mapping) else None
     return [s for s in statuses if isinstance(s, dict)] if isinstance(statuses, list) else []
-
-
-def _readable(bundle: Json) -> list[Failure] | None:
-    """A bundle's failures, or None when the rules cannot read it."""
-    try:
-        return record_failures(bundle)
-    except Exception:  # ExtractError, or a rule's bug: either way the bundle goes to quarantine
-        return None
 
 
 def _output_ids(found: list[Failure], run: Mapping[str, Any]) -> list[int]:

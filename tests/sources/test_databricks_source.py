@@ -23,8 +23,9 @@ from poller.errors import SourceError
 from poller.extractors import extract
 from poller.pipeline import TickResult, tick
 from poller.sources.base import Window
-from poller.sources.databricks import DatabricksSource, LibraryEpisode, next_episode
+from poller.sources.databricks import DatabricksSource
 from poller.sources.databricks_client import RateLimiter
+from poller.sources.databricks_memory import LibraryEpisode, next_episode
 from poller.store import Store
 from tests.conftest import Clock
 
