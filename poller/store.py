@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -281,18 +281,35 @@ def _execute_many(session: Session, stmt: Any, rows: list[dict[str, Any]]) -> No
     """``stmt`` for every row, as one DB-API ``executemany`` in the session's transaction.
 
     ``session.execute(stmt, rows)`` builds and processes the parameters row by row in Python, which costs about as
-    much as SQLite's own insert at 10k rows/s; here each column's bind processor is looked up once.
+    much as SQLite's own insert at 10k rows/s; here they are built a column at a time.
     """
     connection = session.connection()
     compiled = stmt.compile(dialect=connection.dialect, column_keys=list(rows[0]))
     columns = stmt.table.c
     processors = {name: columns[name].type.bind_processor(connection.dialect) for name in rows[0]}
-    if compiled.positional:
-        order = [(name, processors[name]) for name in compiled.positiontup or ()]
-        params: list[Any] = [tuple(p(row[n]) if p else row[n] for n, p in order) for row in rows]
-    else:
-        params = [{n: p(row[n]) if p else row[n] for n, p in processors.items()} for row in rows]
+    names = list(compiled.positiontup or ()) if compiled.positional else list(rows[0])
+    values = [_bound([row[name] for row in rows], processors[name]) for name in names]
+    by_row = zip(*values, strict=True)
+    params = list(by_row) if compiled.positional else [dict(zip(names, row, strict=True)) for row in by_row]
     connection.exec_driver_sql(str(compiled), params)
+
+
+def _bound(values: list[Any], processor: Callable[[Any], Any] | None) -> list[Any]:
+    """One column's values through its bind processor; a value that is the previous one is not processed again."""
+    if processor is None:
+        return values
+    # A tick's failures share one detected_at object (and pending is one of two bools): ~0.6 µs a datetime saved.
+    out: list[Any] = []
+    last: Any = _NOTHING
+    done: Any = None
+    for value in values:
+        if value is not last:
+            last, done = value, processor(value)
+        out.append(done)
+    return out
+
+
+_NOTHING = object()
 
 
 def _engine(url: str) -> Engine:
