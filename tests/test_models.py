@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from poller.models import Failure, dumps
+from poller.models import Failure, dumps, loads
 
 AT = datetime(2026, 11, 1, 8, 30, 15, 123456, tzinfo=UTC)
 
@@ -44,6 +44,26 @@ def test_dumps_tolerates_odd_values() -> None:
     # Beyond what orjson writes: the standard library takes over.
     assert dumps({"big": 2**70}) == '{"big":1180591620717411303424}'
     assert dumps({"s": "\ud800"}) == json.dumps({"s": "\ud800"}, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("text", [
+    '{"errorCode": "2200", "message": "Failure happened on \'Source\' side", "details": [], "n": null}',
+    '{"runDate": "2026-11-01", "flags": [true, false], "é": "日本語 \\u2028"}',
+    ' [1, -0.0, 1.5e3, 0.1, 18446744073709551615] ',
+    '{"big": 123456789012345678901234567890, "neg": -9223372036854775809}',  # orjson would make these floats
+    '{"a": NaN, "b": -Infinity, "c": "\\ud800"}',  # orjson refuses these
+    '{"a": 1, "a": 2}',
+])
+def test_loads_reads_what_the_standard_library_would(text: str) -> None:
+    assert repr(loads(text)) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', '["\x01"]'])
+def test_loads_refuses_what_the_standard_library_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        loads(text)
 
 
 def test_failure_json_cache_follows_the_value() -> None:

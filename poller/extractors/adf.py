@@ -22,7 +22,6 @@ run gives the same Failure whichever table it was read from.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from poller.extractors.cleaning import (
     sql_error_number,
 )
 from poller.extractors.columns import NULL_TEXTS, as_int, json_object, parse_time, run_id, text
-from poller.models import Failure, Kind, Service
+from poller.models import Failure, Kind, Service, loads
 
 ACTIVITY_TABLE = "ADFActivityRun"
 PIPELINE_TABLE = "ADFPipelineRun"
@@ -313,7 +312,7 @@ def _parameters(value: Any) -> Any:
     if not value.strip() or value in NULL_TEXTS:
         return None
     try:
-        parsed = json.loads(value)
+        parsed = loads(value)
     except ValueError:
         return value
     return parsed if isinstance(parsed, dict) else value

@@ -7,13 +7,13 @@ as missing, as Log Analytics writes them.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from poller.errors import ExtractError
+from poller.models import loads
 
 NULL_TEXTS = frozenset({"null", "NULL", "Null"})
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
@@ -59,7 +59,7 @@ def json_object(value: Any) -> Mapping[str, Any]:
         return {}
     if value.lstrip().startswith("{"):
         try:
-            parsed = json.loads(value)
+            parsed = loads(value)
         except ValueError:
             return {"_text": value}
         if isinstance(parsed, dict):
@@ -71,7 +71,7 @@ def json_value(value: Any) -> Any:
     """A dynamic column as its JSON value: text that parses as a JSON array or object is parsed, else kept."""
     if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
-            return json.loads(value)
+            return loads(value)
         except ValueError:
             return value
     return value
