@@ -284,9 +284,10 @@ class RemediationEngine:
         for attempt_id, name, params_json, external_id, sent_at in sent:
             outcome = self._outcome(int(attempt_id or 0), self.actions[name], json.loads(params_json), str(external_id))
             if outcome.verdict == "running" and self._overdue(sent_at, now):
+                # The call may still finish: a retry now could act twice, so people take it from here.
                 message = (f"no outcome within verify_timeout {self.config.verify_timeout} of the call; "
-                           f"last seen: {outcome.message}")
-                self._record_failure(store, int(attempt_id or 0), message, now, None)
+                           f"last seen: {outcome.message}; not retried while it may still finish")
+                self._record_failure(store, int(attempt_id or 0), message, now, None, retry=False)
             elif outcome.verdict == "succeeded":
                 with store.session() as session:
                     self._succeeded(session, int(attempt_id or 0), outcome.message, now)

@@ -80,19 +80,25 @@ def test_an_approval_not_given_within_the_ttl_expires_and_escalates(emu: Databri
     assert json.loads(out)[0]["escalated"] == 1
 
 
-def test_a_sent_action_still_running_after_verify_timeout_fails(emu: DatabricksEmulator, store: Store) -> None:
+def test_a_sent_action_still_running_after_verify_timeout_fails_and_goes_to_people(
+    emu: DatabricksEmulator, store: Store
+) -> None:
     emu.settle_after_reads = 10**6  # the repaired run never ends
     commit(store, [failure()])
-    proc = processor(settings(verify_timeout="6h"), dbx_actions(emu))
+    proc = processor(settings(verify_timeout="2h"), dbx_actions(emu))  # max_attempts 3: a retry was possible
     proc.run(store, NOW)
-    proc.run(store, NOW + timedelta(hours=6))
+    proc.run(store, NOW + timedelta(hours=2))
     assert attempts(store) == [(1, "sent", None)]
+    repairs = emu.count("/api/2.2/jobs/runs/repair")
 
-    proc.run(store, NOW + timedelta(hours=6) + TICK)
-    [(number, status, message), retry] = attempts(store)
-    assert (number, status, retry[:2]) == (1, "failed", (2, "scheduled"))
-    assert message == "no outcome within verify_timeout 6:00:00 of the call; last seen: RUNNING"
-    assert events(store)[-2:] == ["failed", "retry_scheduled"]
+    proc.run(store, NOW + timedelta(hours=2) + TICK)
+    proc.run(store, NOW + timedelta(hours=2) + 2 * TICK)
+    [(number, status, message)] = attempts(store)  # no retry while the first repair may still finish
+    assert (number, status) == (1, "failed")
+    assert message == ("no outcome within verify_timeout 2:00:00 of the call; last seen: RUNNING; "
+                       "not retried while it may still finish")
+    assert events(store)[-2:] == ["failed", "escalated"] and store.incidents()[0].status == "open"
+    assert emu.count("/api/2.2/jobs/runs/repair") == repairs == 1
 
 
 def test_the_last_attempt_timing_out_escalates(emu: DatabricksEmulator, store: Store) -> None:
