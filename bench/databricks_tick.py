@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from poller.config import DatabricksSourceConfig, parse_config  # noqa: E402
 from poller.emulators.databricks import DatabricksEmulator, make_workspace  # noqa: E402
-from poller.emulators.databricks_state import terminal_state  # noqa: E402
+from poller.emulators.databricks_runs import terminal_state  # noqa: E402
 from poller.pipeline import TickResult, tick  # noqa: E402
 from poller.sources.databricks import DatabricksSource  # noqa: E402
 from poller.store import Store  # noqa: E402

@@ -67,9 +67,11 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import parse_qs, urlsplit
 
+from poller.emulators.databricks_core import ApiError
 from poller.emulators.databricks_generated import make_workspace
+from poller.emulators.databricks_repair import RunOutcome
 from poller.emulators.databricks_routes import ApiRequest, error_body, find_route, json_object
-from poller.emulators.databricks_state import ApiError, RunOutcome, WorkspaceData, WorkspaceState
+from poller.emulators.databricks_state import WorkspaceData, WorkspaceState
 from poller.emulators.serving import RecordedRequest, RequestLog, ServedEmulator
 from poller.emulators.tls import EmulatorHandler, TlsThreadingServer
 

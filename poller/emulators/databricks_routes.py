@@ -7,7 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from poller.emulators.databricks_state import ClustersQuery, Json, RunsQuery, WorkspaceState, invalid
+from poller.emulators.databricks_clusters import ClustersQuery
+from poller.emulators.databricks_core import Json, invalid
+from poller.emulators.databricks_runs import RunsQuery
+from poller.emulators.databricks_state import WorkspaceState
 
 #: API family -> the versions served; the SDK uses the last one (§0.1), older clients the others.
 _VERSIONS = {"jobs": ("2.1", "2.2"), "clusters": ("2.0", "2.1"), "libraries": ("2.0",), "preview": ("2.0",)}

@@ -18,7 +18,7 @@ from databricks.sdk.core import Config as SdkConfig
 from poller.cli import main, run_once
 from poller.config import Config, parse_config
 from poller.emulators.databricks import DatabricksEmulator, make_workspace
-from poller.emulators.databricks_state import running_state, terminal_state
+from poller.emulators.databricks_runs import running_state, terminal_state
 from poller.errors import SourceError
 from poller.extractors import extract
 from poller.pipeline import TickResult, tick
