@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-from poller.emulators.databricks_state import Json, WorkspaceData, terminal_state
+from poller.emulators.databricks_core import Json
+from poller.emulators.databricks_runs import terminal_state
+from poller.emulators.databricks_state import WorkspaceData
 
 DEMO_BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: every time in the demo data is relative to it
 

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from poller.emulators.databricks_clusters import ClustersPart
-from poller.emulators.databricks_core import Json as Json  # re-exported for databricks_generated
+from poller.emulators.databricks_core import Json
 from poller.emulators.databricks_repair import RepairPart
-from poller.emulators.databricks_runs import terminal_state as terminal_state  # re-exported for databricks_generated
 
 #: Keys that hold epoch-ms times anywhere in the stored JSON; `shift` moves exactly these.
 TIME_KEYS = frozenset(
