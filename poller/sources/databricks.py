@@ -51,6 +51,7 @@ saving and a way to see changes, never what the cursor relies on. It is replaced
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -65,6 +66,8 @@ from poller.sources.base import Poll, Window
 from poller.sources.databricks_client import DatabricksApi, GoneError, Json
 from poller.sources.databricks_memory import LibraryEpisode, Memory, RunMemory, Sweep, library_failed, next_episode
 from poller.sources.databricks_records import extract_record, keyed_records, readable_failures
+
+log = logging.getLogger("poller.sources.databricks")
 
 #: Cluster fields that move when its state changes; a time after the window start selects the cluster.
 CLUSTER_TIME_FIELDS = ("start_time", "last_restarted_time", "last_state_loss_time", "terminated_time")
@@ -275,6 +278,8 @@ class DatabricksSource:
             return records, replace(memory, clusters=seen, sweep=sweep)
         listed = {text(c, "cluster_id") for c in sweep.clusters}
         seen = {cluster_id: state for cluster_id, state in seen.items() if cluster_id in listed}
+        log.info("databricks.swept", extra={"source": self.name, "clusters": len(listed), "began": iso(sweep.began.end),
+                                            "minutes": round((window.end - sweep.began.end).total_seconds() / 60, 1)})
         return records, replace(memory, clusters=seen, libraries=episodes, swept=True, sweep=None)
 
     def _poll_clusters(self, began: Window, window: Window, clusters: list[Json],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -468,9 +469,10 @@ def running_cluster_on_page(emu: DatabricksEmulator, page: int) -> str:
 
 
 def test_every_quiet_tick_makes_at_most_5_requests_the_sweep_spread_over_ticks(
-    tmp_path: Path, emu: DatabricksEmulator, clock: Clock
+    tmp_path: Path, emu: DatabricksEmulator, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = spread(tmp_path, emu, clock)
+    caplog.set_level(logging.INFO, logger="poller.sources.databricks")
     swept = clock.now
     per_tick, cursors = [], []
     for _ in range(15):  # half an hour
@@ -488,6 +490,8 @@ def test_every_quiet_tick_makes_at_most_5_requests_the_sweep_spread_over_ticks(
     assert [c.get("clusters/list", 0) for c in per_tick] == [0, 0, *[1] * 5, 0, *[1] * 5, 0, 1]
     assert [i for i, c in enumerate(per_tick) if "libraries/all-cluster-statuses" in c] == [7, 13]
     assert cursors == [swept] * 7 + [swept + timedelta(minutes=6)] * 6 + [swept + timedelta(minutes=18)] * 2
+    done = [r for r in caplog.records if r.getMessage() == "databricks.swept"]
+    assert [(r.clusters, r.minutes) for r in done] == [(500, 10.0), (500, 10.0)]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("page", [1, 5])
