@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from poller.config import RcaConfig
-from poller.emulators.openai_api import OpenAIEmulator, Reply
+from poller.emulators.openai_api import OpenAIEmulator
+from poller.emulators.openai_wire import Reply
 from poller.incidents import Processor
 from poller.rca import RcaEngine
 from poller.store import FailureRow, IncidentRow, RcaCallRow, Store, TicketRow

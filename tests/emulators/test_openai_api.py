@@ -16,14 +16,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from poller.emulators.openai_api import (
-    DEFAULT_API_KEY,
-    DEFAULT_DEPLOYMENT,
-    DEFAULT_RCA,
-    OpenAIEmulator,
-    Reply,
-    estimate_tokens,
-)
+from poller.emulators.openai_api import DEFAULT_API_KEY, DEFAULT_DEPLOYMENT, OpenAIEmulator
+from poller.emulators.openai_wire import DEFAULT_RCA, Reply, estimate_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 API_VERSION = "2024-10-21"

@@ -16,7 +16,8 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from poller.config import RcaConfig
-from poller.emulators.openai_api import DEFAULT_DEPLOYMENT, OpenAIEmulator, Reply
+from poller.emulators.openai_api import DEFAULT_DEPLOYMENT, OpenAIEmulator
+from poller.emulators.openai_wire import Reply
 from poller.models import Failure
 from poller.rca import CallRecord, Category, Evidence, EvidenceLimits, RcaEngine, RcaResult, build_evidence
 from poller.rca.llm import AZURE_SCOPE
